@@ -1,0 +1,640 @@
+"""The GPU job protocol, written once: manifest, states, ``response.yaml``, claims and leases.
+
+Everything here runs over a ``storage.ProjectStore``; the local folder and GitLab backends only store files.
+The plugin (codex_worker_frontend) writes ``gpu_jobs/manifest.yaml`` and reads ``gpu_jobs/job_<id>/``;
+the facts are in shared/docs/job_protocol.md. In short:
+
+* a claim is ONE commit creating ``response.yaml`` (create-only-if-absent: exactly one worker wins);
+* a claim is a lease, renewed by rewriting ``response.yaml`` against the version last written, so a worker
+  that lost its lease can never overwrite the new owner's file;
+* an expired (or released) lease may be taken over with the same conditional update.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+import yaml
+
+from storage import (
+    FileAction,
+    FileAlreadyExists,
+    FileMissing,
+    FileVersion,
+    ProjectStore,
+    UnsafePath,
+    VersionConflict,
+    confine_path,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_PATH = "gpu_jobs/manifest.yaml"
+SUPPORTED_MANIFEST_VERSIONS = (1,)
+MODES = ("training", "inference", "training_and_inference")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Aliases of model names, compared after normalise_model_name().
+MODEL_ALIASES = {"wav2vec2bert": "w2v2bert", "w2vbert": "w2v2bert"}
+
+
+class JobState(str, enum.Enum):
+    """The states the plugin knows, with exactly its strings."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELED)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+class ManifestError(ValueError):
+    """The manifest as a whole cannot be used (invalid YAML, unsupported version, no job list)."""
+
+
+class ResponseError(ValueError):
+    """A ``response.yaml`` that cannot be parsed."""
+
+
+class ClaimLost(Exception):
+    """Another worker claimed or took over the job first."""
+
+
+class LeaseLost(Exception):
+    """Our lease now belongs to another worker: stop and write nothing more for this job."""
+
+
+# -- time ------------------------------------------------------------------------------------------
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC ISO 8601 with milliseconds and ``Z``, as the plugin writes ``submitted_at``."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any, *, field_name: str) -> datetime | None:
+    """Parse an ISO time (string, or a datetime YAML already parsed); naive times are taken as UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"{field_name} {value!r} is not an ISO 8601 time") from exc
+    else:
+        raise ValueError(f"{field_name} must be an ISO 8601 time, not {type(value).__name__}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# -- manifest --------------------------------------------------------------------------------------
+def normalise_model_name(name: str) -> str:
+    """``StableTTS`` → ``stabletts``; ``W2V2-BERT``/``wav2vec2_bert`` → ``w2v2bert``."""
+    key = re.sub(r"[-_\s]", "", str(name)).lower()
+    return MODEL_ALIASES.get(key, key)
+
+
+def job_dir(job_id: str) -> str:
+    return f"gpu_jobs/job_{job_id}"
+
+
+def response_path(job_id: str) -> str:
+    return f"{job_dir(job_id)}/response.yaml"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One validated manifest job. ``raw`` keeps every key the plugin wrote, for handlers."""
+
+    job_id: str
+    job_type: str
+    mode: str
+    model_type: str
+    submitted_at: datetime | None
+    canceled: bool
+    timeout: datetime | None
+    raw: dict[str, Any]
+
+    @property
+    def model_key(self) -> str:
+        return normalise_model_name(self.model_type)
+
+    @property
+    def sort_key(self) -> tuple:
+        # Oldest first; jobs without a submission time go last, ties broken by id for a stable order.
+        return (self.submitted_at or datetime.max.replace(tzinfo=timezone.utc), self.job_id)
+
+    def describe(self) -> str:
+        return f"{self.job_type}/{self.model_type}/{self.mode}"
+
+
+@dataclass(frozen=True)
+class JobProblem:
+    """A manifest job that cannot run. ``job_id`` is set only when it is safe to write a job folder for it."""
+
+    index: int
+    job_id: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    jobs: list[JobSpec]
+    problems: list[JobProblem]
+    version: str  # storage version of manifest.yaml
+
+    def find(self, job_id: str) -> JobSpec | None:
+        return next((job for job in self.jobs if job.job_id == job_id), None)
+
+    def lists(self, job_id: str) -> bool:
+        return self.find(job_id) is not None or any(p.job_id == job_id for p in self.problems)
+
+
+_PATH_FIELDS = (("model", "base_checkpoint"), ("voice_reference",))
+
+
+def parse_manifest(text: str | bytes, *, version: str = "", source: str = MANIFEST_PATH) -> Manifest:
+    """Parse and validate a manifest. Whole-file problems raise ``ManifestError``; a bad job becomes a
+    ``JobProblem`` (so the other jobs are still served). Messages name the file, the job and the field."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{source}: invalid YAML ({_first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: expected a mapping with 'version' and 'jobs'")
+    if data.get("version") not in SUPPORTED_MANIFEST_VERSIONS:
+        raise ManifestError(
+            f"{source}: version {data.get('version')!r} is not supported (this worker reads version 1)"
+        )
+    raw_jobs = data.get("jobs") or []
+    if not isinstance(raw_jobs, list):
+        raise ManifestError(f"{source}: 'jobs' must be a list")
+    jobs: list[JobSpec] = []
+    problems: list[JobProblem] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_jobs):
+        try:
+            job = _parse_job(raw, index, source)
+        except _JobInvalid as exc:
+            problems.append(JobProblem(index, exc.job_id, str(exc)))
+            continue
+        if job.job_id in seen:
+            problems.append(JobProblem(index, None, f"{source}: jobs[{index}] repeats job_id {job.job_id!r}"))
+            continue
+        seen.add(job.job_id)
+        jobs.append(job)
+    return Manifest(jobs, problems, version)
+
+
+class _JobInvalid(ValueError):
+    def __init__(self, message: str, job_id: str | None):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+def _parse_job(raw: Any, index: int, source: str) -> JobSpec:
+    where = f"{source}: jobs[{index}]"
+    if not isinstance(raw, dict):
+        raise _JobInvalid(f"{where} is not a mapping", None)
+    job_id = raw.get("job_id")
+    job_id = str(job_id) if isinstance(job_id, (str, int)) and not isinstance(job_id, bool) else None
+    if not job_id or not _JOB_ID.match(job_id) or ".." in job_id:
+        raise _JobInvalid(f"{where}: job_id {raw.get('job_id')!r} is missing or not a safe name", None)
+    where = f"{source}: job {job_id}"
+
+    def fail(field_name: str, message: str) -> _JobInvalid:
+        return _JobInvalid(f"{where}: field '{field_name}' {message}", job_id)
+
+    job_type = raw.get("job_type")
+    if not isinstance(job_type, str) or not _IDENTIFIER.match(job_type):
+        raise fail("job_type", f"must be a name such as tts or asr, not {job_type!r}")
+    mode = raw.get("mode")
+    if mode not in MODES:
+        raise fail("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        raise fail("model", "must be a mapping")
+    model_type = model.get("type")
+    if not isinstance(model_type, str) or not _IDENTIFIER.match(normalise_model_name(model_type) or "-"):
+        raise fail("model.type", f"must name a model such as StableTTS or W2V2BERT, not {model_type!r}")
+    epochs = raw.get("epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 9999):
+        raise fail("epochs", f"must be a whole number from 1 to 9999, not {epochs!r}")
+    canceled = raw.get("canceled", False)
+    if not isinstance(canceled, bool):
+        raise fail("canceled", f"must be true or false, not {canceled!r}")
+    times: dict[str, datetime | None] = {}
+    for time_field in ("submitted_at", "timeout"):
+        try:
+            times[time_field] = parse_time(raw.get(time_field), field_name="value")
+        except ValueError as exc:
+            raise fail(time_field, f"is not valid: {exc}") from None
+    submitted_at, timeout = times["submitted_at"], times["timeout"]
+    for path_field in _PATH_FIELDS:
+        value: Any = raw
+        for key in path_field:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value in (None, ""):
+            continue
+        try:
+            confine_path(value, what="path")
+        except UnsafePath as exc:
+            raise fail(".".join(path_field), str(exc).replace("path ", "", 1)) from None
+    for section in ("training", "inference"):
+        block = raw.get(section)
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            raise fail(section, "must be a mapping")
+        for key in ("include_verses", "exclude_verses"):
+            verses = block.get(key)
+            if verses is not None and (not isinstance(verses, list) or not all(isinstance(v, str) for v in verses)):
+                raise fail(f"{section}.{key}", "must be a list of cell ids or references")
+    return JobSpec(job_id, job_type, mode, model_type, submitted_at, canceled, timeout, raw)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def read_manifest(store: ProjectStore) -> Manifest | None:
+    """The project's manifest, or None when it has none. Raises ``ManifestError``."""
+    file = store.read(MANIFEST_PATH)
+    if file is None:
+        return None
+    return parse_manifest(file.content, version=file.version)
+
+
+# -- response.yaml ---------------------------------------------------------------------------------
+_RESPONSE_KEYS = (
+    "worker_id", "state", "timestamp", "claimed_at", "lease_expires_at", "claim_id", "retry_count",
+    "epochs_completed", "status_message", "error_message", "termination_reason", "result",
+)
+
+
+@dataclass
+class JobResponse:
+    """The contents of ``response.yaml``. Keys this worker does not know are kept in ``extra``."""
+
+    worker_id: str
+    state: JobState
+    timestamp: datetime
+    claimed_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    claim_id: str | None = None
+    retry_count: int = 0
+    epochs_completed: int = 0
+    status_message: str = ""
+    error_message: str | None = None
+    termination_reason: str | None = None
+    result: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> "JobResponse":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ResponseError(f"response.yaml is not valid YAML ({_first_line(exc)})") from None
+        if not isinstance(data, dict):
+            raise ResponseError("response.yaml is not a mapping")
+        try:
+            state = JobState(data.get("state"))
+            timestamp = parse_time(data.get("timestamp"), field_name="timestamp")
+            if timestamp is None:
+                raise ValueError("timestamp is missing")
+            return cls(
+                worker_id=str(data.get("worker_id") or ""),
+                state=state,
+                timestamp=timestamp,
+                claimed_at=parse_time(data.get("claimed_at"), field_name="claimed_at"),
+                lease_expires_at=parse_time(data.get("lease_expires_at"), field_name="lease_expires_at"),
+                claim_id=data.get("claim_id"),
+                retry_count=int(data.get("retry_count") or 0),
+                epochs_completed=int(data.get("epochs_completed") or 0),
+                status_message=str(data.get("status_message") or ""),
+                error_message=data.get("error_message"),
+                termination_reason=data.get("termination_reason"),
+                result=data.get("result"),
+                extra={k: v for k, v in data.items() if k not in _RESPONSE_KEYS},
+            )
+        except (ValueError, TypeError) as exc:
+            raise ResponseError(f"response.yaml: {exc}") from None
+
+    def dump(self) -> str:
+        data: dict[str, Any] = {
+            "worker_id": self.worker_id,
+            "state": self.state.value,
+            "timestamp": format_time(self.timestamp),
+            "claimed_at": format_time(self.claimed_at) if self.claimed_at else None,
+            "lease_expires_at": format_time(self.lease_expires_at) if self.lease_expires_at else None,
+            "claim_id": self.claim_id,
+            "retry_count": self.retry_count,
+            "epochs_completed": self.epochs_completed,
+            "status_message": self.status_message,
+        }
+        for key in ("error_message", "termination_reason", "result"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        data.update(self.extra)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+    def lease_expired(self, now: datetime, lease_seconds: float) -> bool:
+        """A running job whose holder stopped renewing (or released it) may be taken over."""
+        if self.lease_expires_at is not None:
+            return now >= self.lease_expires_at
+        # Responses of the earlier worker carry no expiry: the last write plus our lease time.
+        return now >= self.timestamp + timedelta(seconds=lease_seconds)
+
+    @property
+    def released(self) -> bool:
+        return bool(self.extra.get("released_at"))
+
+
+# -- decisions -------------------------------------------------------------------------------------
+class Action(str, enum.Enum):
+    """What a worker may do about a job it found while scanning."""
+
+    SKIP = "skip"                      # finished, or held under a live lease
+    CLAIM = "claim"                    # pending: create response.yaml
+    TAKE_OVER = "take_over"            # running but its lease expired or was released
+    RESUME_OWN = "resume_own"          # our worker id from before a restart: resume at once
+    FAIL_TIMED_OUT = "fail_timed_out"  # timeout passed before anyone ran it
+    FAIL_RETRIES = "fail_retries"      # expired too often
+    CANCEL = "cancel"                  # canceled before (or while nobody was) running it
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+
+
+def decide(
+    job: JobSpec, response: JobResponse | None, *, worker_id: str, now: datetime, lease_seconds: float,
+    max_retries: int, active_claims: frozenset[str] = frozenset(),
+) -> Decision:
+    """Pure protocol rules: what this worker may do about ``job`` given its ``response.yaml``."""
+    if response is not None and response.state.is_terminal:
+        return Decision(Action.SKIP, f"already {response.state.value}")
+    if response is None:
+        if job.canceled:
+            return Decision(Action.CANCEL, "canceled before it started")
+        if job.timeout and now >= job.timeout:
+            return Decision(Action.FAIL_TIMED_OUT, "timed out before start")
+        return Decision(Action.CLAIM)
+    # state is running
+    if response.worker_id == worker_id and response.claim_id not in active_claims:
+        return Decision(Action.RESUME_OWN, "this worker held it before a restart")
+    if not response.lease_expired(now, lease_seconds):
+        return Decision(Action.SKIP, f"running on {response.worker_id}")
+    if job.canceled:
+        return Decision(Action.CANCEL, "canceled while its worker was gone")
+    if job.timeout and now >= job.timeout:
+        return Decision(Action.FAIL_TIMED_OUT, "timed out")
+    if not response.released and response.retry_count + 1 > max_retries:
+        return Decision(Action.FAIL_RETRIES, f"its worker stopped answering {response.retry_count + 1} times")
+    return Decision(Action.TAKE_OVER, "lease released" if response.released else "lease expired")
+
+
+# -- leases ----------------------------------------------------------------------------------------
+@dataclass
+class Lease:
+    """Our hold on a job: the response we last wrote and its storage version."""
+
+    store: ProjectStore
+    job: JobSpec
+    worker_id: str
+    response: JobResponse
+    version: str
+    lease_seconds: float
+
+    @property
+    def path(self) -> str:
+        return response_path(self.job.job_id)
+
+
+def read_response(store: ProjectStore, job_id: str) -> tuple[JobResponse | None, FileVersion | None]:
+    """The job's response and its file (None, None when absent). Raises ``ResponseError``."""
+    file = store.read(response_path(job_id))
+    if file is None:
+        return None, None
+    return JobResponse.parse(file.content), file
+
+
+def _commit_message(job: JobSpec, what: str) -> str:
+    return f"GPU job {job.job_id}: {what}"
+
+
+def claim_job(
+    store: ProjectStore, job: JobSpec, *, worker_id: str, lease_seconds: float, now: datetime | None = None,
+    previous: FileVersion | None = None, previous_response: JobResponse | None = None, count_retry: bool = True,
+) -> Lease:
+    """Claim a pending job (``previous`` None) or take over an expired one. Raises ``ClaimLost``."""
+    now = now or utc_now()
+    retry = 0
+    epochs = 0
+    if previous_response is not None:
+        retry = previous_response.retry_count + (1 if count_retry and not previous_response.released else 0)
+        epochs = previous_response.epochs_completed
+    response = JobResponse(
+        worker_id=worker_id,
+        state=JobState.RUNNING,
+        timestamp=now,
+        claimed_at=now,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        claim_id=secrets.token_hex(8),
+        retry_count=retry,
+        epochs_completed=epochs,
+        status_message="claimed" if previous is None else f"taken over from {previous_response.worker_id}"
+        if previous_response else "taken over",
+    )
+    content = response.dump()
+    if previous is None:
+        action = FileAction.create(response_path(job.job_id), content)
+        what = "claimed by " + worker_id
+    else:
+        action = FileAction.update(response_path(job.job_id), content, expected_version=previous.version)
+        what = "taken over by " + worker_id
+    try:
+        store.commit([action], _commit_message(job, what))
+    except (FileAlreadyExists, VersionConflict, FileMissing) as exc:
+        raise ClaimLost(f"job {job.job_id}: another worker was first ({type(exc).__name__})") from None
+    version = store.version(response_path(job.job_id))
+    if version is None:  # vanished between our commit and the read: someone removed the job folder
+        raise ClaimLost(f"job {job.job_id}: response.yaml disappeared right after the claim")
+    return Lease(store, job, worker_id, response, version, lease_seconds)
+
+
+def write_unclaimed_outcome(
+    store: ProjectStore, job_id: str, state: JobState, message: str, *, worker_id: str,
+    previous: FileVersion | None, previous_response: JobResponse | None = None, job: JobSpec | None = None,
+) -> bool:
+    """Finish a job nobody is running (timed out, canceled, gave up, invalid). False if someone beat us."""
+    now = utc_now()
+    response = JobResponse(
+        worker_id=worker_id, state=state, timestamp=now,
+        retry_count=previous_response.retry_count if previous_response else 0,
+        epochs_completed=previous_response.epochs_completed if previous_response else 0,
+        status_message=message,
+    )
+    if state is JobState.CANCELED:
+        response.termination_reason = message
+    else:
+        response.error_message = message
+    path = response_path(job_id)
+    if previous is None:
+        action = FileAction.create(path, response.dump())
+    else:
+        action = FileAction.update(path, response.dump(), expected_version=previous.version)
+    try:
+        store.commit([action], f"GPU job {job_id}: {state.value} ({message})")
+    except (FileAlreadyExists, VersionConflict, FileMissing):
+        return False
+    return True
+
+
+class LeaseCheck(enum.Enum):
+    OK = "ok"
+    CANCELED = "canceled"
+    REMOVED = "removed"
+    TIMED_OUT = "timed_out"
+
+
+def _check_still_ours(lease: Lease) -> None:
+    """Raise ``LeaseLost`` unless response.yaml still carries our claim; refresh ``lease.version``."""
+    current = lease.store.read(lease.path)
+    if current is None:
+        raise LeaseLost(f"job {lease.job.job_id}: response.yaml was removed")
+    if current.version == lease.version:
+        return
+    try:
+        theirs = JobResponse.parse(current.content)
+    except ResponseError:
+        raise LeaseLost(f"job {lease.job.job_id}: response.yaml was replaced") from None
+    if theirs.worker_id != lease.worker_id or theirs.claim_id != lease.response.claim_id:
+        raise LeaseLost(f"job {lease.job.job_id}: now held by {theirs.worker_id or 'someone else'}")
+    if theirs.state.is_terminal:
+        raise LeaseLost(f"job {lease.job.job_id}: already {theirs.state.value}")
+    lease.version = current.version  # rewritten by ourselves (e.g. a result commit): still ours
+
+
+def check_lease(lease: Lease, now: datetime | None = None) -> tuple[LeaseCheck, str]:
+    """Re-read the manifest and our response. Raises ``LeaseLost`` when the job is no longer ours."""
+    now = now or utc_now()
+    _check_still_ours(lease)
+    try:
+        manifest = read_manifest(lease.store)
+    except ManifestError as exc:
+        # A manifest broken mid-edit is the plugin's to fix; it does not cancel the running job.
+        logger.warning("%s", exc)
+        return LeaseCheck.OK, ""
+    job = manifest.find(lease.job.job_id) if manifest else None
+    if job is None and (manifest is None or not manifest.lists(lease.job.job_id)):
+        return LeaseCheck.REMOVED, "the job was removed from the manifest"
+    if job is not None and job.canceled:
+        return LeaseCheck.CANCELED, "canceled by the user"
+    timeout = job.timeout if job is not None else lease.job.timeout
+    if timeout and now >= timeout:
+        return LeaseCheck.TIMED_OUT, f"timed out (the job's timeout {format_time(timeout)} passed while it ran)"
+    return LeaseCheck.OK, ""
+
+
+def _conditional_write(lease: Lease, response: JobResponse, extra: Sequence[FileAction], message: str) -> None:
+    """Write ``response`` (and ``extra`` files) only if our last version is still current."""
+    actions = [FileAction.update(lease.path, response.dump(), expected_version=lease.version), *extra]
+    try:
+        lease.store.commit(actions, _commit_message(lease.job, message))
+    except (VersionConflict, FileMissing, FileAlreadyExists) as exc:
+        if exc.path is not None and exc.path != lease.path:
+            raise  # a precondition of one of the caller's files: theirs to resolve (re-read, merge)
+        before = lease.version
+        _check_still_ours(lease)  # raises LeaseLost when it is no longer ours
+        if lease.version == before:
+            raise  # response.yaml is as we left it, so the conflict was in another file
+        # Still ours (our own earlier write raced the version read): retry once with the fresh version.
+        actions[0] = FileAction.update(lease.path, response.dump(), expected_version=lease.version)
+        try:
+            lease.store.commit(actions, _commit_message(lease.job, message))
+        except (VersionConflict, FileMissing) as exc:
+            raise LeaseLost(f"job {lease.job.job_id}: response.yaml keeps changing under us") from exc
+    lease.response = response
+    lease.version = lease.store.version(lease.path) or lease.version
+
+
+def renew_lease(
+    lease: Lease, *, epochs_completed: int | None = None, status_message: str | None = None,
+    extra: Sequence[FileAction] = (), now: datetime | None = None,
+) -> None:
+    """Heartbeat: push the expiry forward and publish progress. Raises ``LeaseLost``."""
+    now = now or utc_now()
+    response = _copy(lease.response)
+    response.timestamp = now
+    response.lease_expires_at = now + timedelta(seconds=lease.lease_seconds)
+    if epochs_completed is not None:
+        # epochs_completed never goes backwards, whatever a resumed handler reports.
+        response.epochs_completed = max(response.epochs_completed, int(epochs_completed))
+    if status_message is not None:
+        response.status_message = status_message
+    _conditional_write(lease, response, extra, "heartbeat")
+
+
+def commit_with_claim(lease: Lease, actions: Sequence[FileAction], message: str) -> None:
+    """Commit job results together with a lease renewal, so a worker that lost the job writes nothing."""
+    now = utc_now()
+    response = _copy(lease.response)
+    response.timestamp = now
+    response.lease_expires_at = now + timedelta(seconds=lease.lease_seconds)
+    _conditional_write(lease, response, actions, message)
+
+
+def finish_job(
+    lease: Lease, state: JobState, *, result: dict[str, Any] | None = None, error_message: str | None = None,
+    termination_reason: str | None = None, status_message: str | None = None, extra: Sequence[FileAction] = (),
+) -> None:
+    """Write the terminal state (completed, failed or canceled). Raises ``LeaseLost``."""
+    if not state.is_terminal:
+        raise ValueError(f"{state.value} is not a terminal state")
+    response = _copy(lease.response)
+    response.state = state
+    response.timestamp = utc_now()
+    response.lease_expires_at = None
+    response.result = result
+    response.error_message = error_message
+    response.termination_reason = termination_reason
+    response.status_message = status_message or {
+        JobState.COMPLETED: "completed", JobState.FAILED: "failed", JobState.CANCELED: "canceled",
+    }[state]
+    _conditional_write(lease, response, extra, state.value)
+
+
+def release_lease(lease: Lease, reason: str, *, extra: Sequence[FileAction] = ()) -> None:
+    """Give the job back (preemption, shutdown): another worker may take over at once, and since it was
+    not the job's fault, ``retry_count`` stays as it is."""
+    now = utc_now()
+    response = _copy(lease.response)
+    response.timestamp = now
+    response.lease_expires_at = now
+    response.status_message = reason
+    response.extra = {**response.extra, "released_at": format_time(now)}
+    _conditional_write(lease, response, extra, "released")
+
+
+def _copy(response: JobResponse) -> JobResponse:
+    return JobResponse(**{**response.__dict__, "extra": {
+        k: v for k, v in response.extra.items() if k != "released_at"}})

@@ -1,0 +1,170 @@
+"""Shared fixtures: a project "environment" the lifecycle tests drive the same way on every backend."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_HANDLERS = Path(__file__).resolve().parent / "handlers"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from jobs import format_time, utc_now  # noqa: E402
+from job_process import ChildSettings, ExecutionSettings  # noqa: E402
+from local_jobs import LocalProjectStore, LocalSource  # noqa: E402
+from storage import FileAction  # noqa: E402
+from worker import Worker, WorkerConfig  # noqa: E402
+
+
+def make_job(job_id: str, behaviour: str = "succeed", *, minutes_ago: float = 10, **extra: Any) -> dict:
+    """A manifest job for the probe test handler."""
+    job = {
+        "job_id": job_id,
+        "job_type": "test",
+        "mode": "training",
+        "model": {"type": "Probe"},
+        "submitted_at": format_time(utc_now()) if minutes_ago == 0 else
+        format_time(utc_now().replace(microsecond=0) - __import__("datetime").timedelta(minutes=minutes_ago)),
+        "epochs": 3,
+        "probe": {"behaviour": behaviour},
+        "canceled": False,
+    }
+    job.update(extra)
+    return job
+
+
+class LocalEnv:
+    """A Codex project folder on disk; edits by 'translators' and 'the plugin' are plain file writes."""
+
+    kind = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "metadata.json").write_text('{"projectName": "test"}\n')
+        self.store = LocalProjectStore(root)
+
+    def write_file(self, path: str, content: bytes | str) -> None:
+        data = content.encode() if isinstance(content, str) else content
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp-test")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def read_file(self, path: str) -> bytes | None:
+        target = self.root / path
+        return target.read_bytes() if target.is_file() else None
+
+    def remove_file(self, path: str) -> None:
+        (self.root / path).unlink()
+
+    def source(self):
+        return LocalSource([self.root])
+
+    def close(self) -> None:
+        pass
+
+    # -- conveniences shared by all backends --
+    def write_manifest(self, jobs: list[dict], version: int = 1) -> None:
+        self.write_file("gpu_jobs/manifest.yaml", yaml.safe_dump({"version": version, "jobs": jobs}, sort_keys=False))
+
+    def response(self, job_id: str) -> dict | None:
+        raw = self.read_file(f"gpu_jobs/job_{job_id}/response.yaml")
+        return yaml.safe_load(raw) if raw is not None else None
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError("condition not met in time")
+
+    def wait_state(self, job_id: str, state: str, timeout: float = 30.0) -> dict:
+        self.wait_for(lambda: (self.response(job_id) or {}).get("state") == state
+                      and (state != "running" or (self.response(job_id) or {}).get("status_message") != "claimed"),
+                      timeout)
+        return self.response(job_id)
+
+
+@pytest.fixture
+def record_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    monkeypatch.setenv("CODEX_TEST_RECORD_DIR", str(folder))
+    return folder
+
+
+def executions(record_dir: Path) -> list[tuple[str, str]]:
+    log = record_dir / "executions.log"
+    if not log.exists():
+        return []
+    return [tuple(line.split()[:2]) for line in log.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def local_env(tmp_path) -> LocalEnv:
+    return LocalEnv(tmp_path / "project")
+
+
+@pytest.fixture(params=["local"])
+def env(request, tmp_path):
+    """The project under test, on each backend."""
+    if request.param == "local":
+        environment = LocalEnv(tmp_path / "project")
+    else:  # pragma: no cover - filled in by the GitLab backend
+        raise ValueError(request.param)
+    yield environment
+    environment.close()
+
+
+def fast_config(tmp_path: Path, worker_id: str = "worker-a", **overrides: Any) -> WorkerConfig:
+    """Worker settings scaled down so lifecycle tests take seconds, not hours."""
+    execution = ExecutionSettings(
+        heartbeat_seconds=overrides.pop("heartbeat_seconds", 0.3),
+        check_seconds=overrides.pop("check_seconds", 0.1),
+        grace_seconds=overrides.pop("grace_seconds", 2.0),
+        child=ChildSettings(in_process=overrides.pop("in_process", False)),
+    )
+    config = WorkerConfig(
+        worker_id=worker_id, work_dir=tmp_path / f"work-{worker_id}", lease_seconds=overrides.pop("lease_seconds", 5.0),
+        heartbeat_seconds=execution.heartbeat_seconds, max_retries=overrides.pop("max_retries", 3),
+        loop_interval=overrides.pop("loop_interval", -1), keep_jobs=overrides.pop("keep_jobs", 5),
+        handler_paths=overrides.pop("handler_paths", (TEST_HANDLERS,)), execution=execution,
+    )
+    assert not overrides, overrides
+    return config
+
+
+def run_worker(source, config: WorkerConfig) -> Worker:
+    worker = Worker(source, config)
+    worker.run()
+    return worker
+
+
+def run_worker_in_thread(source, config: WorkerConfig) -> tuple[Worker, threading.Thread]:
+    worker = Worker(source, config)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+@pytest.fixture(autouse=True)
+def _info_logging():
+    """The CLI logs at INFO; tests that drive Worker directly get the same, so job logs are complete."""
+    import logging
+
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.INFO)
+    yield
+    root.setLevel(previous)

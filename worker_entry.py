@@ -1,0 +1,134 @@
+"""Command line of the Codex GPU worker.
+
+Example:
+
+    python worker_entry.py --local examples/demo_project --loop-interval -1
+    GITLAB_TOKEN=... python worker_entry.py --gitlab-url https://git.genesisrnd.com --log-format json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from job_process import ChildSettings, ExecutionSettings
+from worker import Worker, WorkerConfig
+from worker_logging import REDACTOR, configure_logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GITLAB_URL = "https://git.genesisrnd.com"
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _split_paths(ctx, param, value):
+    """--handler-path may repeat; $WORKER_HANDLER_PATH holds several folders separated by ':'."""
+    paths: list[str] = []
+    for item in value or ():
+        paths.extend(p for p in str(item).split(os.pathsep) if p)
+    return tuple(Path(p) for p in paths)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--token", envvar="GITLAB_TOKEN", show_envvar=True, default=None,
+              help="GitLab access token (never logged). Not needed with --local.")
+@click.option("--worker-id", envvar="WORKER_ID", show_envvar=True, default=None,
+              help="Name written into response.yaml; default: hostname-pid. Keep it stable across restarts "
+                   "to resume this worker's own claims at once.")
+@click.option("--gitlab-url", envvar="GITLAB_URL", show_envvar=True, default=DEFAULT_GITLAB_URL,
+              show_default=True, help="GitLab server to poll.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("work"),
+              show_default=True, help="Scratch folder for job data (per project and job).")
+@click.option("--loop-interval", type=float, default=60.0, show_default=True,
+              help="Seconds between polls; -1 exits when no job is left.")
+@click.option("--keep-jobs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many job work folders to keep on disk.")
+@click.option("--local", "local_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Serve a Codex project folder on disk instead of GitLab (repeatable; no token needed).")
+@click.option("--handler-path", "handler_paths", multiple=True, envvar="WORKER_HANDLER_PATH", show_envvar=True,
+              callback=_split_paths,
+              help="Extra folder searched for <job_type>/<model>/<mode>.py before the built-in handlers "
+                   "(repeatable).")
+@click.option("--lease-seconds", type=click.FloatRange(min=1), default=1800.0, show_default=True,
+              help="How long a claim holds without a heartbeat before another worker may take over.")
+@click.option("--heartbeat-seconds", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="How often the lease is renewed (a commit in the project).")
+@click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Takeovers of an expired lease before the job is marked failed.")
+@click.option("--grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="After a stop request (cancel, shutdown), how long a job may take to save before it is killed.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where handlers run their models.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines on stderr: text, or one JSON object per line.")
+@click.option("--in-process", is_flag=True,
+              help="Run handlers in the worker's own process (debugging; a hang or crash takes the worker down).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local_paths, handler_paths,
+         lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, log_format, in_process, verbose):
+    """Poll Codex projects for GPU jobs (gpu_jobs/manifest.yaml), run them, and write the results back."""
+    worker_id = worker_id or default_worker_id()
+    configure_logging(log_format=log_format, verbose=verbose, worker_id=worker_id, secrets=[token or ""])
+    if heartbeat_seconds * 2 > lease_seconds:
+        raise click.UsageError("--heartbeat-seconds must be at most half of --lease-seconds, "
+                               "or a slow heartbeat would let the lease lapse")
+    source = _build_source(local_paths, token, gitlab_url)
+    execution = ExecutionSettings(
+        heartbeat_seconds=heartbeat_seconds,
+        check_seconds=min(60.0, heartbeat_seconds / 2),
+        grace_seconds=grace_seconds,
+        child=ChildSettings(log_format=log_format, verbose=verbose, device=device, in_process=in_process),
+    )
+    config = WorkerConfig(
+        worker_id=worker_id, work_dir=work_dir, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
+        max_retries=max_retries, loop_interval=loop_interval, keep_jobs=keep_jobs,
+        handler_paths=handler_paths, execution=execution,
+    )
+    worker = Worker(source, config)
+    _install_signal_handlers(worker)
+    sys.exit(worker.run())
+
+
+def _build_source(local_paths, token, gitlab_url):
+    if local_paths:
+        from local_jobs import LocalSource
+
+        return LocalSource(local_paths)
+    if not token:
+        raise click.UsageError("no GitLab token: pass --token or set GITLAB_TOKEN, or serve a folder with --local PATH")
+    # Children (job processes) read the token from the environment; it never travels in arguments.
+    os.environ["GITLAB_TOKEN"] = token
+    REDACTOR.add(token)
+    from gitlab_jobs import GitLabSource
+
+    return GitLabSource(gitlab_url, token)
+
+
+def _install_signal_handlers(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: stop the job at its next heartbeat, release it, exit 0. Second: stop now."""
+
+    def handle(signum, frame):
+        name = signal.Signals(signum).name
+        if worker.stopping:
+            logger.warning("%s again: stopping now", name, extra={"event": "worker_stopping"})
+            worker.request_stop(immediate=True)
+        else:
+            logger.warning("%s: finishing at the next heartbeat, then releasing the job (again to stop now)",
+                           name, extra={"event": "worker_stopping"})
+            worker.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+if __name__ == "__main__":
+    main()
