@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -109,6 +110,7 @@ def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler
         # kill the handler mid-write; the parent asks it to stop at its next heartbeat instead.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _exit_with_parent()
         configure_logging(log_format=settings.log_format, verbose=settings.verbose,
                           secrets=[os.environ.get("GITLAB_TOKEN", "")])
         job_log.attach()
@@ -131,6 +133,20 @@ def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler
             store.close()
         if not settings.in_process:
             job_log.detach()
+
+
+def _exit_with_parent() -> None:
+    """If the worker dies (kill -9, OOM), its job must not run on orphaned, holding a GPU: the lease
+    will expire and another worker will take the job over."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(70)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def human_error(exc: BaseException) -> str:

@@ -1,0 +1,107 @@
+"""The worker as real processes: races between workers, signals, kill -9, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+from conftest import ROOT, TEST_HANDLERS, LocalEnv, executions, make_job
+
+
+def start_worker(project, tmp_path, worker_id, *extra, stderr=subprocess.DEVNULL):
+    command = [
+        sys.executable, str(ROOT / "worker_entry.py"), "--local", str(project), "--worker-id", worker_id,
+        "--work-dir", str(tmp_path / f"work-{worker_id}"), "--handler-path", str(TEST_HANDLERS),
+        "--lease-seconds", "3", "--heartbeat-seconds", "0.3", "--grace-seconds", "30", *extra,
+    ]
+    return subprocess.Popen(command, cwd=ROOT, stderr=stderr, stdout=subprocess.DEVNULL, start_new_session=True,
+                            text=True)
+
+
+def test_eight_workers_twenty_jobs_each_runs_exactly_once(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    job_ids = [f"race{i:02d}" for i in range(20)]
+    env.write_manifest([make_job(job_id, minutes_ago=30 - i, probe={"behaviour": "succeed", "seconds": 0.1})
+                        for i, job_id in enumerate(job_ids)])
+    workers = [start_worker(env.root, tmp_path, f"racer-{n}", "--loop-interval", "-1") for n in range(8)]
+    for process in workers:
+        assert process.wait(timeout=240) == 0
+    starts = sorted(job for job, event in executions(record_dir) if event == "start")
+    assert starts == job_ids  # every job once: no job twice, none missed
+    owners = set()
+    for job_id in job_ids:
+        response = env.response(job_id)
+        assert response["state"] == "completed"
+        owners.add(response["worker_id"])
+    assert len(owners) > 1  # the work really was shared
+
+
+def test_sigterm_releases_the_job_for_another_worker(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("pre", probe={"behaviour": "succeed", "seconds": 4})])
+    first = start_worker(env.root, tmp_path, "spot-1", "--loop-interval", "-1")
+    env.wait_for(lambda: (env.response("pre") or {}).get("epochs_completed", 0) >= 1, 60)
+    os.killpg(first.pid, signal.SIGTERM)  # the whole group, as a preempting host does
+    assert first.wait(timeout=30) == 0
+    released = env.response("pre")
+    assert released["state"] == "running"
+    assert "interrupted" in released["status_message"]
+    assert released["retry_count"] == 0
+    assert "released_at" in released
+    second = start_worker(env.root, tmp_path, "spot-2", "--loop-interval", "-1")
+    assert second.wait(timeout=60) == 0  # took over at once: no waiting for the lease to run out
+    done = env.response("pre")
+    assert done["state"] == "completed" and done["worker_id"] == "spot-2"
+    assert done["retry_count"] == 0  # a preemption is not the job's fault
+    assert [event for job, event in executions(record_dir)].count("start") == 2
+
+
+def test_second_signal_stops_a_hanging_job_now(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("stuck", "hang")])
+    worker = start_worker(env.root, tmp_path, "impatient", "--loop-interval", "-1")
+    env.wait_for(lambda: (env.response("stuck") or {}).get("status_message") not in (None, "claimed"), 60)
+    os.killpg(worker.pid, signal.SIGTERM)
+    time.sleep(1.0)
+    assert worker.poll() is None  # the job ignores heartbeats, so the first signal waits for the grace period
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert "interrupted" in env.response("stuck")["status_message"]
+
+
+def test_kill_9_mid_job_is_taken_over_after_the_lease_expires(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("crash", probe={"behaviour": "succeed", "seconds": 3})])
+    victim = start_worker(env.root, tmp_path, "victim", "--loop-interval", "-1")
+    env.wait_for(lambda: (env.response("crash") or {}).get("epochs_completed", 0) >= 1, 60)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    expires = datetime.fromisoformat(env.response("crash")["lease_expires_at"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, expires.timestamp() - time.time()) + 0.2)
+    rescuer = start_worker(env.root, tmp_path, "rescuer", "--loop-interval", "-1")
+    assert rescuer.wait(timeout=60) == 0
+    response = env.response("crash")
+    assert response["state"] == "completed" and response["worker_id"] == "rescuer"
+    assert response["retry_count"] == 1
+    assert [event for _, event in executions(record_dir)].count("start") == 2
+
+
+def test_json_logs_name_lifecycle_events(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("j1", minutes_ago=2), make_job("j2", "fail", minutes_ago=1)])
+    worker = start_worker(env.root, tmp_path, "jsonw", "--loop-interval", "-1", "--log-format", "json",
+                          stderr=subprocess.PIPE)
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 0
+    entries = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert entries, stderr
+    assert all({"ts", "level", "event", "message"} <= set(entry) for entry in entries)
+    events = {(entry["event"], entry.get("job_id")) for entry in entries}
+    assert {("job_claimed", "j1"), ("job_completed", "j1"), ("job_claimed", "j2"), ("job_failed", "j2")} <= events
+    claimed = next(e for e in entries if e["event"] == "job_claimed")
+    assert claimed["worker_id"] == "jsonw" and claimed["project"] == str(env.root)
