@@ -638,3 +638,52 @@ def release_lease(lease: Lease, reason: str, *, extra: Sequence[FileAction] = ()
 def _copy(response: JobResponse) -> JobResponse:
     return JobResponse(**{**response.__dict__, "extra": {
         k: v for k, v in response.extra.items() if k != "released_at"}})
+
+
+# -- the operator's view ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobRow:
+    """One job as the plugin shows it to translators."""
+
+    project: str
+    job_id: str
+    kind: str           # job_type/mode
+    state: str
+    worker_id: str
+    epochs: str
+    updated: str
+    message: str
+    started: datetime | None = None
+    ended: datetime | None = None
+    result: dict[str, Any] | None = None
+
+
+def describe_jobs(store: ProjectStore) -> list[JobRow]:
+    """Every job of a project's manifest with its state, read the way the plugin reads it."""
+    try:
+        manifest = read_manifest(store)
+    except ManifestError as exc:
+        return [JobRow(store.name, "-", "-", "invalid manifest", "", "", "", str(exc))]
+    if manifest is None:
+        return []
+    rows = [JobRow(store.name, p.job_id or f"jobs[{p.index}]", "-", "invalid", "", "", "", p.message)
+            for p in manifest.problems]
+    for job in sorted(manifest.jobs, key=lambda j: j.sort_key):
+        kind = f"{job.job_type}/{job.mode}"
+        epochs = str(job.raw.get("epochs") or "")
+        try:
+            response, _ = read_response(store, job.job_id)
+        except ResponseError as exc:
+            rows.append(JobRow(store.name, job.job_id, kind, "running", "", "", "", f"unreadable: {exc}"))
+            continue
+        if response is None:
+            note = "canceled before it started" if job.canceled else ""
+            rows.append(JobRow(store.name, job.job_id, kind, JobState.PENDING.value, "",
+                               f"0/{epochs}" if epochs else "", "", note))
+            continue
+        message = response.error_message or response.termination_reason or response.status_message or ""
+        done = f"{response.epochs_completed}/{epochs}" if epochs else str(response.epochs_completed or "")
+        rows.append(JobRow(store.name, job.job_id, kind, response.state.value, response.worker_id, done,
+                           format_time(response.timestamp), message, response.claimed_at, response.timestamp,
+                           response.result))
+    return rows

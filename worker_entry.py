@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import click
 
@@ -72,9 +73,12 @@ def _split_paths(ctx, param, value):
               help="Log lines on stderr: text, or one JSON object per line.")
 @click.option("--in-process", is_flag=True,
               help="Run handlers in the worker's own process (debugging; a hang or crash takes the worker down).")
+@click.option("--list-jobs", is_flag=True,
+              help="Print the jobs of every reachable project (or --local folder) as a table and exit.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local_paths, handler_paths,
-         lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, log_format, in_process, verbose):
+         lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, log_format, in_process, list_jobs,
+         verbose):
     """Poll Codex projects for GPU jobs (gpu_jobs/manifest.yaml), run them, and write the results back."""
     worker_id = worker_id or default_worker_id()
     configure_logging(log_format=log_format, verbose=verbose, worker_id=worker_id, secrets=[token or ""])
@@ -82,6 +86,9 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
         raise click.UsageError("--heartbeat-seconds must be at most half of --lease-seconds, "
                                "or a slow heartbeat would let the lease lapse")
     source = _build_source(local_paths, token, gitlab_url)
+    if list_jobs:
+        _print_jobs(source)
+        return
     execution = ExecutionSettings(
         heartbeat_seconds=heartbeat_seconds,
         check_seconds=min(60.0, heartbeat_seconds / 2),
@@ -111,6 +118,34 @@ def _build_source(local_paths, token, gitlab_url):
     from gitlab_jobs import GitLabSource
 
     return GitLabSource(gitlab_url, token)
+
+
+JOB_COLUMNS = ("project", "job", "type/mode", "state", "worker", "epochs", "last update", "message")
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, max_width: int = 60) -> str:
+    """A plain-text table; long cells are cut so one job stays on one line."""
+    cut = [[value if len(value) <= max_width else value[: max_width - 1] + "…" for value in map(str, row)]
+           for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cut)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cut]
+    return "\n".join(lines)
+
+
+def _print_jobs(source) -> None:
+    from jobs import describe_jobs
+
+    rows = []
+    try:
+        for store in source.poll():
+            for job in describe_jobs(store):
+                rows.append((job.project, job.job_id, job.kind, job.state, job.worker_id, job.epochs, job.updated,
+                             job.message))
+    finally:
+        source.close()
+    click.echo(render_table(JOB_COLUMNS, rows) if rows else "No jobs in any reachable project.")
 
 
 def _install_signal_handlers(worker: Worker) -> None:

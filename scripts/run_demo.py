@@ -11,57 +11,30 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jobs import JobRow, describe_jobs  # noqa: E402
+from local_jobs import LocalProjectStore  # noqa: E402
+from worker_entry import render_table  # noqa: E402
 
 
-def _time(value) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def _summary(response: dict) -> str:
-    if response.get("state") == "completed":
-        result = response.get("result") or {}
+def _outputs(row: JobRow) -> str:
+    if row.state == "completed":
+        result = row.result or {}
         parts = [f"{key}={value}" for key, value in result.items() if not isinstance(value, (dict, list))]
         return ", ".join(parts) or "completed"
-    return str(response.get("error_message") or response.get("termination_reason")
-               or response.get("status_message") or "")
+    return row.message
 
 
-def job_table(project: Path) -> list[tuple[str, str, str, str, str]]:
-    manifest = yaml.safe_load((project / "gpu_jobs" / "manifest.yaml").read_text())
+def job_table(project: Path) -> str:
     rows = []
-    for job in manifest.get("jobs") or []:
-        job_id = str(job.get("job_id"))
-        kind = f"{job.get('job_type')}/{job.get('mode')}"
-        response_file = project / "gpu_jobs" / f"job_{job_id}" / "response.yaml"
-        if not response_file.exists():
-            rows.append((job_id, kind, "pending", "", ""))
-            continue
-        response = yaml.safe_load(response_file.read_text()) or {}
-        started, ended = _time(response.get("claimed_at")), _time(response.get("timestamp"))
-        duration = f"{(ended - started).total_seconds():.0f} s" if started and ended else ""
-        rows.append((job_id, kind, str(response.get("state")), duration, _summary(response)))
-    return rows
-
-
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    header = ("job", "type/mode", "state", "time", "outputs / message")
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i]) for i in range(4)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[4]
-    print(line)
-    print("-" * min(len(line) + 40, 160))
-    for row in rows:
-        message = row[4] if len(row[4]) <= 100 else row[4][:97] + "..."
-        print("  ".join(value.ljust(w) for value, w in zip(row, widths)) + "  " + message)
+    for row in describe_jobs(LocalProjectStore(project)):
+        duration = f"{(row.ended - row.started).total_seconds():.0f} s" if row.started and row.ended else ""
+        rows.append((row.job_id, row.kind, row.state, duration, _outputs(row)))
+    return render_table(("job", "type/mode", "state", "time", "outputs / message"), rows, max_width=110)
 
 
 def main() -> int:
@@ -82,7 +55,7 @@ def main() -> int:
                "--heartbeat-seconds", "30"]
     code = subprocess.call(command, cwd=ROOT)
     print(f"\nWorker finished with exit code {code} after {time.monotonic() - started:.0f} s.\n")
-    print_table(job_table(project))
+    print(job_table(project))
     print(f"\nJob folders, models, logs and generated takes are in {project}/gpu_jobs and its notebooks.")
     return code
 

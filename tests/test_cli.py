@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import worker_entry
-from conftest import TEST_HANDLERS, LocalEnv, make_job
+from conftest import ROOT, TEST_HANDLERS, LocalEnv, executions, make_job
 
 
 @pytest.fixture
@@ -83,3 +83,33 @@ def test_handler_path_from_the_environment(runner, tmp_path, record_dir, monkeyp
                                                "--work-dir", str(tmp_path / "work"), "--heartbeat-seconds", "1"])
     assert result.exit_code == 0, result.output
     assert env.response("env1")["state"] == "completed"
+
+
+def test_list_jobs_prints_the_plugin_view(runner, tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("done1", minutes_ago=5), make_job("waiting", minutes_ago=1, canceled=False)])
+    env.write_file("gpu_jobs/job_done1/response.yaml",
+                   "worker_id: w9\nstate: failed\ntimestamp: '2026-01-02T03:04:05.000Z'\nepochs_completed: 2\n"
+                   "error_message: out of memory\n")
+    result = runner.invoke(worker_entry.main, ["--local", str(env.root), "--list-jobs"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["project", "job", "type/mode", "state", "worker", "epochs", "last", "update",
+                                "message"]
+    done = next(line for line in lines if "done1" in line)
+    assert "failed" in done and "w9" in done and "2/3" in done and "out of memory" in done
+    assert "2026-01-02T03:04:05.000Z" in done
+    waiting = next(line for line in lines if "waiting" in line)
+    assert "pending" in waiting and "0/3" in waiting
+    assert executions(record_dir) == []  # listing runs nothing
+
+
+def test_readme_documents_every_option():
+    """Docs cannot drift: each option of --help appears in the README's option table."""
+    readme = (ROOT / "README.md").read_text()
+    for param in worker_entry.main.params:
+        for name in param.opts:
+            if name.startswith("--") and name != "--help":
+                assert f"`{name}" in readme, f"{name} is not documented in README.md"
+        if getattr(param, "envvar", None):
+            assert f"`{param.envvar}`" in readme, f"{param.envvar} is not documented in README.md"
