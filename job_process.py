@@ -96,10 +96,11 @@ class ChildSettings:
     verbose: bool = False
     device: str = "auto"
     in_process: bool = False
+    resume_upload_seconds: float = 3600.0  # how often resumable state may be committed to the project
 
 
 def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler_file: str, work_dir: str,
-               settings: ChildSettings) -> None:
+               settings: ChildSettings, shared_resume_dir: str | None = None) -> None:
     """Entry point of the job's child process (or thread, in in-process mode)."""
     from handlers.base import JobCallbacks, JobInterrupted
 
@@ -117,7 +118,9 @@ def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler
     store = None
     try:
         store = open_store(store_spec)
-        callbacks = JobCallbacks(conn, store, job_context, Path(work_dir), device=settings.device)
+        callbacks = JobCallbacks(conn, store, job_context, Path(work_dir), device=settings.device,
+                                 shared_resume_dir=Path(shared_resume_dir) if shared_resume_dir else None,
+                                 resume_upload_seconds=settings.resume_upload_seconds)
         module = load_handler(Path(handler_file))
         logger.info("running handler %s", handler_file, extra={"job_id": job_id})
         returned = module.run(job_context, callbacks)
@@ -185,8 +188,10 @@ class JobOutcome:
 class JobExecution:
     """One claimed job from start to its final write."""
 
-    def __init__(self, lease: jobs.Lease, handler_file: Path, work_dir: Path, settings: ExecutionSettings):
+    def __init__(self, lease: jobs.Lease, handler_file: Path, work_dir: Path, settings: ExecutionSettings,
+                 shared_resume_dir: Path | None = None):
         self.lease = lease
+        self.shared_resume_dir = shared_resume_dir
         self.handler_file = handler_file
         self.work_dir = Path(work_dir)
         self.settings = settings
@@ -224,7 +229,7 @@ class JobExecution:
                    "response": _response_dict(self.lease.response)}
         parent_conn, child_conn = multiprocessing.Pipe(duplex=True)
         args = (child_conn, self.lease.store.spec(), context, str(self.handler_file), str(self.work_dir),
-                self.settings.child)
+                self.settings.child, str(self.shared_resume_dir) if self.shared_resume_dir else None)
         if self.settings.child.in_process:
             child: Any = threading.Thread(target=child_main, args=args, name=f"job-{self.job_id}", daemon=True)
         else:

@@ -32,6 +32,7 @@ class WorkerConfig:
     loop_interval: float = 60.0           # seconds between polls; < 0: exit when no job is left
     keep_jobs: int = 5                    # job work folders kept on disk
     handler_paths: Sequence[Path] = ()
+    checkpoint_dir: Path | None = None    # shared folder (bucket mount) for resumable state
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
 
@@ -228,7 +229,9 @@ class Worker:
                 pass
             self._finished[(lease.store.name, job.job_id)] = jobs.JobState.FAILED.value
             return
-        execution = JobExecution(lease, handler, work_dir, self.config.execution)
+        shared = (Path(self.config.checkpoint_dir) / work_dir.parent.name / work_dir.name
+                  if self.config.checkpoint_dir else None)
+        execution = JobExecution(lease, handler, work_dir, self.config.execution, shared_resume_dir=shared)
         self._current = execution
         self._active_claims.add(lease.response.claim_id or "")
         if self.stopping:  # a signal arrived between the claim and now

@@ -59,6 +59,9 @@ def _split_paths(ctx, param, value):
               callback=_split_paths,
               help="Extra folder searched for <job_type>/<model>/<mode>.py before the built-in handlers "
                    "(repeatable).")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Shared folder (e.g. a bucket mount) for resumable training state; without it the state "
+                   "is kept in the job folder of the project.")
 @click.option("--lease-seconds", type=click.FloatRange(min=1), default=1800.0, show_default=True,
               help="How long a claim holds without a heartbeat before another worker may take over.")
 @click.option("--heartbeat-seconds", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
@@ -77,8 +80,8 @@ def _split_paths(ctx, param, value):
               help="Print the jobs of every reachable project (or --local folder) as a table and exit.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local_paths, handler_paths,
-         lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, log_format, in_process, list_jobs,
-         verbose):
+         checkpoint_dir, lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, log_format,
+         in_process, list_jobs, verbose):
     """Poll Codex projects for GPU jobs (gpu_jobs/manifest.yaml), run them, and write the results back."""
     worker_id = worker_id or default_worker_id()
     configure_logging(log_format=log_format, verbose=verbose, worker_id=worker_id, secrets=[token or ""])
@@ -98,7 +101,7 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
     config = WorkerConfig(
         worker_id=worker_id, work_dir=work_dir, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
         max_retries=max_retries, loop_interval=loop_interval, keep_jobs=keep_jobs,
-        handler_paths=handler_paths, execution=execution,
+        handler_paths=handler_paths, checkpoint_dir=checkpoint_dir, execution=execution,
     )
     worker = Worker(source, config)
     _install_signal_handlers(worker)

@@ -120,12 +120,17 @@ class JobCallbacks:
     """The handler's side of the job: progress, stop requests, storage, configuration, outcome."""
 
     def __init__(self, channel: Channel, store: ProjectStore, job_context: dict[str, Any], work_dir: Path,
-                 *, device: str = "auto"):
+                 *, device: str = "auto", shared_resume_dir: Path | None = None,
+                 resume_upload_seconds: float = 3600.0):
         self._channel = channel
         self._job_context = job_context
         self._work_dir = Path(work_dir)
         self._work_dir.mkdir(parents=True, exist_ok=True)
         self._device = device
+        self._shared_resume_dir = Path(shared_resume_dir) if shared_resume_dir else None
+        self._resume_dir: Path | None = None
+        self._resume_upload_seconds = resume_upload_seconds
+        self._resume_uploaded_at: float | None = None
         self._stop: JobInterrupted | None = None
         self._outcome: dict[str, Any] | None = None
         self._request_ids = itertools.count(1)
@@ -194,6 +199,77 @@ class JobCallbacks:
             return "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:  # pragma: no cover - torch is a dependency
             return "cpu"
+
+    # -- resumable state -----------------------------------------------------------------------------
+    @property
+    def _resume_prefix(self) -> str:
+        return f"gpu_jobs/job_{self._job_context['job_id']}/resume"
+
+    def get_resume_dir(self) -> str:
+        """A folder for resumable training state (model, optimizer, scheduler, epoch, RNG).
+
+        What a handler saves here outlives this worker: with ``--checkpoint-dir`` it is a folder every
+        worker sees (a bucket mount); otherwise the state is restored here from the job folder
+        (``gpu_jobs/job_<id>/resume/``) that ``save_resume_state`` uploads. Empty on a fresh job.
+        """
+        if self._resume_dir is not None:
+            return str(self._resume_dir)
+        if self._shared_resume_dir is not None:
+            self._resume_dir = self._shared_resume_dir
+            self._resume_dir.mkdir(parents=True, exist_ok=True)
+            return str(self._resume_dir)
+        self._resume_dir = self._work_dir / "resume"
+        self._resume_dir.mkdir(parents=True, exist_ok=True)
+        stored = self.scanner.list_files(self._resume_prefix)
+        if stored:
+            logger.info("restoring %d resume file(s) from %s", len(stored), self._resume_prefix)
+            for path in stored:
+                self.scanner.download(path, self._resume_dir / path[len(self._resume_prefix) + 1:])
+        return str(self._resume_dir)
+
+    def save_resume_state(self, *, force: bool = False) -> bool:
+        """Make the resume folder survive this machine; True if something was uploaded.
+
+        A shared ``--checkpoint-dir`` needs nothing. Otherwise the folder is committed to the job folder —
+        at most every ``resume_upload_seconds`` (each upload adds LFS objects to the translators'
+        repository), and always when ``force`` is set, e.g. when the job is being stopped.
+        """
+        import time
+
+        if self._shared_resume_dir is not None or self._resume_dir is None:
+            return False
+        now = time.monotonic()
+        if not force and self._resume_uploaded_at is not None and (
+                now - self._resume_uploaded_at < self._resume_upload_seconds):
+            return False
+        existing = set(self.scanner.list_files(self._resume_prefix))
+        actions = []
+        for file in sorted(p for p in self._resume_dir.rglob("*") if p.is_file()):
+            path = f"{self._resume_prefix}/{file.relative_to(self._resume_dir).as_posix()}"
+            make = FileAction.update if path in existing else FileAction.create
+            actions.append(make(path, source=file))
+        actions += [FileAction.delete(path) for path in existing - {a.path for a in actions}]
+        if not actions:
+            return False
+        # Stopping (JobInterrupted) must not prevent the final upload that the stop is waiting for.
+        self._stop, stop = None, self._stop
+        try:
+            self.scanner.commit_in_batches(actions, "resumable training state")
+        finally:
+            self._stop = self._stop or stop
+        self._resume_uploaded_at = now
+        return True
+
+    def clear_resume_state(self) -> None:
+        """Remove uploaded resume files once the job no longer needs them (it completed)."""
+        if self._shared_resume_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._shared_resume_dir, ignore_errors=True)
+            return
+        stored = self.scanner.list_files(self._resume_prefix)
+        if stored:
+            self.scanner.commit_in_batches([FileAction.delete(p) for p in stored], "resume state no longer needed")
 
     # -- outcome -------------------------------------------------------------------------------------
     def mark_complete(self, result_data: dict[str, Any] | None = None) -> None:

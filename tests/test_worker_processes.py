@@ -105,3 +105,33 @@ def test_json_logs_name_lifecycle_events(tmp_path, record_dir):
     assert {("job_claimed", "j1"), ("job_completed", "j1"), ("job_claimed", "j2"), ("job_failed", "j2")} <= events
     claimed = next(e for e in entries if e["event"] == "job_claimed")
     assert claimed["worker_id"] == "jsonw" and claimed["project"] == str(env.root)
+
+
+def _preempt_and_resume(tmp_path, record_dir, *extra):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("tr", epochs=6, probe={"behaviour": "train", "seconds": 0.4})])
+    first = start_worker(env.root, tmp_path, "spot-a", "--loop-interval", "-1", *extra)
+    env.wait_for(lambda: (env.response("tr") or {}).get("epochs_completed", 0) >= 2, 60)
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    interrupted_at = env.response("tr")["epochs_completed"]
+    second = start_worker(env.root, tmp_path, "spot-b", "--loop-interval", "-1", *extra)
+    assert second.wait(timeout=60) == 0
+    response = env.response("tr")
+    assert response["state"] == "completed" and response["epochs_completed"] == 6
+    assert response["result"]["resumed_from"] >= interrupted_at >= 2
+    epochs = [event for job, event in executions(record_dir) if event.startswith("epoch")]
+    assert sorted(epochs) == [f"epoch{n}" for n in range(1, 7)]  # no finished epoch trained twice
+    return env
+
+
+def test_preempted_training_resumes_from_the_job_folder(tmp_path, record_dir):
+    env = _preempt_and_resume(tmp_path, record_dir)
+    assert env.read_file("gpu_jobs/job_tr/resume/epoch.txt") is None  # cleaned up once completed
+
+
+def test_preempted_training_resumes_from_a_shared_checkpoint_dir(tmp_path, record_dir):
+    shared = tmp_path / "bucket"
+    env = _preempt_and_resume(tmp_path, record_dir, "--checkpoint-dir", str(shared))
+    assert not list(shared.rglob("epoch.txt"))
+    assert not (env.root / "gpu_jobs" / "job_tr" / "resume").exists()

@@ -82,4 +82,20 @@ def run(job_context, callbacks):
         callbacks.scanner.commit(
             [FileAction.create(f"gpu_jobs/job_{job_context['job_id']}/late.txt", b"late")], "late")
         return {"success": True}
+    if behaviour == "train":  # resumable epochs: each epoch is recorded once, whoever runs it
+        epochs = int(job_context.get("epochs") or 3)
+        state = Path(callbacks.get_resume_dir()) / "epoch.txt"
+        start = int(state.read_text()) if state.exists() else 0
+        try:
+            for epoch in range(start, epochs):
+                time.sleep(seconds)
+                state.write_text(str(epoch + 1))
+                _record(job_context, f"epoch{epoch + 1}")
+                callbacks.save_resume_state()
+                callbacks.heartbeat(epochs_completed=epoch + 1, message=f"epoch {epoch + 1}/{epochs}")
+        except BaseException:
+            callbacks.save_resume_state(force=True)
+            raise
+        callbacks.clear_resume_state()
+        return {"success": True, "resumed_from": start}
     raise RuntimeError(f"unknown behaviour {behaviour}")
