@@ -461,8 +461,7 @@ def claim_job(
         claim_id=secrets.token_hex(8),
         retry_count=retry,
         epochs_completed=epochs,
-        status_message="claimed" if previous is None else f"taken over from {previous_response.worker_id}"
-        if previous_response else "taken over",
+        status_message=_claim_message(previous, previous_response),
     )
     content = response.dump()
     if previous is None:
@@ -481,9 +480,17 @@ def claim_job(
     return Lease(store, job, worker_id, response, version, lease_seconds)
 
 
+def _claim_message(previous: FileVersion | None, previous_response: JobResponse | None) -> str:
+    if previous is None:
+        return "claimed"
+    if previous_response is not None and previous_response.worker_id:
+        return f"taken over from {previous_response.worker_id}"
+    return "taken over"
+
+
 def write_unclaimed_outcome(
     store: ProjectStore, job_id: str, state: JobState, message: str, *, worker_id: str,
-    previous: FileVersion | None, previous_response: JobResponse | None = None, job: JobSpec | None = None,
+    previous: FileVersion | None, previous_response: JobResponse | None = None,
 ) -> bool:
     """Finish a job nobody is running (timed out, canceled, gave up, invalid). False if someone beat us."""
     now = utc_now()

@@ -181,7 +181,7 @@ class Worker:
         extra = {"job_id": job.job_id, "project": store.name,
                  "event": "job_canceled" if state is jobs.JobState.CANCELED else "job_failed"}
         if jobs.write_unclaimed_outcome(store, job.job_id, state, message, worker_id=self.config.worker_id,
-                                        previous=file, previous_response=response, job=job):
+                                        previous=file, previous_response=response):
             logger.info("job %s %s: %s", job.job_id, state.value, message, extra=extra)
             self._finished[(store.name, job.job_id)] = state.value
 
