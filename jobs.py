@@ -474,9 +474,10 @@ def claim_job(
         store.commit([action], _commit_message(job, what))
     except (FileAlreadyExists, VersionConflict, FileMissing) as exc:
         raise ClaimLost(f"job {job.job_id}: another worker was first ({type(exc).__name__})") from None
-    version = store.version(response_path(job.job_id))
-    if version is None:  # vanished between our commit and the read: someone removed the job folder
-        raise ClaimLost(f"job {job.job_id}: response.yaml disappeared right after the claim")
+    try:
+        version = _version_of_our_write(store, response_path(job.job_id), action.content or b"", job)
+    except LeaseLost as exc:
+        raise ClaimLost(str(exc)) from None
     return Lease(store, job, worker_id, response, version, lease_seconds)
 
 
@@ -581,7 +582,16 @@ def _conditional_write(lease: Lease, response: JobResponse, extra: Sequence[File
         except (VersionConflict, FileMissing) as exc:
             raise LeaseLost(f"job {lease.job.job_id}: response.yaml keeps changing under us") from exc
     lease.response = response
-    lease.version = lease.store.version(lease.path) or lease.version
+    lease.version = _version_of_our_write(lease.store, lease.path, actions[0].content or b"", lease.job)
+
+
+def _version_of_our_write(store: ProjectStore, path: str, written: bytes, job: JobSpec) -> str:
+    """The version of what we just wrote — but only if it is still our bytes. Reading the version alone
+    could adopt another worker's write that landed in between as our own."""
+    current = store.read(path)
+    if current is None or current.content != written:
+        raise LeaseLost(f"job {job.job_id}: response.yaml changed right after our write")
+    return current.version
 
 
 def renew_lease(

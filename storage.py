@@ -44,6 +44,10 @@ class VersionConflict(StorageError):
     (GitLab: 400 "The file has changed since you started editing it")."""
 
 
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached right now (network, 5xx after retries): try again later."""
+
+
 class FileMissing(StorageError):
     """An ``update``/``delete`` named a file that does not exist."""
 
@@ -190,6 +194,11 @@ class ProjectStore(ABC):
     @abstractmethod
     def download(self, path: str, dest: Path) -> Path:
         """Write the real bytes of ``path`` (LFS resolved) to ``dest``, streamed. Raises FileNotFoundError."""
+
+    def download_many(self, paths: Sequence[str], dest_dir: Path) -> dict[str, Path]:
+        """Fetch several files below ``dest_dir`` (keeping their project paths); backends that can
+        fetch many files in few requests override this."""
+        return {path: self.download(path, Path(dest_dir) / path) for path in paths}
 
     @abstractmethod
     def commit(self, actions: Sequence[FileAction], message: str) -> str:

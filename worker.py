@@ -80,7 +80,14 @@ class Worker:
         logger.info("worker %s started", self.config.worker_id, extra={**self.log_extra, "event": "worker_started"})
         try:
             while not self.stopping:
-                ran = self.run_once()
+                try:
+                    ran = self.run_once()
+                except Exception as exc:  # the edge of the loop: a server down must not end a long-running worker
+                    if self.config.loop_interval < 0:
+                        raise
+                    logger.exception("poll failed, trying again in %.0f s: %s", self.config.loop_interval, exc,
+                                     extra={**self.log_extra, "event": "poll_failed"})
+                    ran = False
                 if ran:
                     continue
                 if self.config.loop_interval < 0:

@@ -79,10 +79,7 @@ class JobStorage:
 
     def download_many(self, paths: Sequence[str], dest_dir: Path) -> dict[str, Path]:
         """Fetch several files, in few requests where the backend can; returns path → local file."""
-        bulk = getattr(self._store, "download_many", None)
-        if bulk is not None:
-            return bulk(list(paths), Path(dest_dir))
-        return {p: self._store.download(p, Path(dest_dir) / p) for p in paths}
+        return self._store.download_many(list(paths), Path(dest_dir))
 
     def commit(self, actions: Sequence[FileAction], message: str) -> None:
         """Commit atomically, with the job's claim check. Precondition failures raise the storage errors

@@ -22,6 +22,10 @@ from job_process import ChildSettings, ExecutionSettings  # noqa: E402
 from local_jobs import LocalProjectStore, LocalSource  # noqa: E402
 from storage import FileAction  # noqa: E402
 from worker import Worker, WorkerConfig  # noqa: E402
+from gitlab_fixtures import (  # noqa: E402,F401  (fixtures for the GitLab tests)
+    codex_project_dir, gitlab_client, gitlab_env, gitlab_project, gitlab_server, gitlab_store,
+    gitlab_token,
+)
 
 
 def make_job(job_id: str, behaviour: str = "succeed", *, minutes_ago: float = 10, **extra: Any) -> dict:
@@ -116,13 +120,13 @@ def local_env(tmp_path) -> LocalEnv:
     return LocalEnv(tmp_path / "project")
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "gitlab"])
 def env(request, tmp_path):
-    """The project under test, on each backend."""
-    if request.param == "local":
-        environment = LocalEnv(tmp_path / "project")
-    else:  # pragma: no cover - filled in by the GitLab backend
-        raise ValueError(request.param)
+    """The project under test, on each backend: a folder on disk, and a project on the GitLab test server."""
+    if request.param == "gitlab":
+        yield request.getfixturevalue("gitlab_env")
+        return
+    environment = LocalEnv(tmp_path / "project")
     yield environment
     environment.close()
 
