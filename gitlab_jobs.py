@@ -46,6 +46,7 @@ import gitlab.exceptions
 import requests
 
 from storage import (
+    AccessDenied,
     FileAction,
     FileAlreadyExists,
     FileMissing,
@@ -83,7 +84,7 @@ class GitLabError(StorageError):
     """A GitLab request failed for a reason other than a commit precondition. Messages never hold the token."""
 
 
-class GitLabAuthError(GitLabError):
+class GitLabAuthError(GitLabError, AccessDenied):
     """No token, or GitLab refused it (401/403)."""
 
 

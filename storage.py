@@ -44,6 +44,10 @@ class VersionConflict(StorageError):
     (GitLab: 400 "The file has changed since you started editing it")."""
 
 
+class AccessDenied(StorageError):
+    """The backend refused our credentials: retrying will not help."""
+
+
 class StorageUnavailable(StorageError):
     """The backend cannot be reached right now (network, 5xx after retries): try again later."""
 

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import jobs
 from job_process import ExecutionSettings, HandlerNotFound, JobExecution, Stop, find_handler
-from storage import ProjectSource, ProjectStore
+from storage import AccessDenied, ProjectSource, ProjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class Worker:
             while not self.stopping:
                 try:
                     ran = self.run_once()
+                except AccessDenied:
+                    raise  # a refused token will not work on the next poll either
                 except Exception as exc:  # the edge of the loop: a server down must not end a long-running worker
                     if self.config.loop_interval < 0:
                         raise

@@ -19,6 +19,7 @@ from typing import Sequence
 import click
 
 from job_process import ChildSettings, ExecutionSettings
+from storage import StorageError
 from worker import Worker, WorkerConfig
 from worker_logging import REDACTOR, configure_logging
 
@@ -90,7 +91,10 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
                                "or a slow heartbeat would let the lease lapse")
     source = _build_source(local_paths, token, gitlab_url)
     if list_jobs:
-        _print_jobs(source)
+        try:
+            _print_jobs(source)
+        except StorageError as exc:
+            raise click.ClickException(str(exc)) from None
         return
     execution = ExecutionSettings(
         heartbeat_seconds=heartbeat_seconds,
@@ -105,7 +109,11 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
     )
     worker = Worker(source, config)
     _install_signal_handlers(worker)
-    sys.exit(worker.run())
+    try:
+        code = worker.run()
+    except StorageError as exc:  # e.g. a refused token: say so plainly, without a traceback
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 def _build_source(local_paths, token, gitlab_url):
