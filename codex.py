@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
-from storage import FileAction, FileMissing, ProjectStore, UnsafePath, VersionConflict, confine_path
+from storage import FileAction, FileMissing, FileVersion, ProjectStore, UnsafePath, VersionConflict, confine_path
 
 logger = logging.getLogger(__name__)
 
@@ -439,7 +439,9 @@ class VerseFilter:
         return (not self.include or self.is_listed(cell)) and not self.is_excluded(cell)
 
 
-def _filter_keys(items: Iterable[str] | None) -> frozenset[str]:
+def _filter_keys(items: Iterable[str] | str | None) -> frozenset[str]:
+    if isinstance(items, str):  # `include_verses: "GEN 1:1"` means one verse, not its characters
+        items = [items]
     keys: set[str] = set()
     for item in items or ():
         if not isinstance(item, str) or not item.strip():
@@ -600,6 +602,13 @@ class FetchedAudio:
     local_path: Path
 
 
+def take_sources(notebook_path: str, take: AudioTake, index: AttachmentIndex) -> list[str]:
+    """The take's files that exist in the project, best first; a take whose url is wrong is still found
+    by its id."""
+    existing = [p for p in take_candidate_paths(notebook_path, take) if p in index]
+    return existing + [p for p in index.with_stem(take.audio_id) if p not in existing]
+
+
 def fetch_take(
     store: ProjectStore, notebook_path: str, take: AudioTake, dest_dir: Path,
     *, index: AttachmentIndex | None = None,
@@ -609,10 +618,8 @@ def fetch_take(
     With an ``index`` (``AttachmentIndex.of(store)``) paths that do not exist cost no request, and a take
     whose url is wrong is still found by its id. None when no real bytes exist anywhere.
     """
-    candidates = take_candidate_paths(notebook_path, take)
-    if index is not None:
-        candidates = [p for p in candidates if p in index] + [
-            p for p in index.with_stem(take.audio_id) if p not in candidates]
+    candidates = take_sources(notebook_path, take, index) if index is not None else \
+        take_candidate_paths(notebook_path, take)
     dest_dir.mkdir(parents=True, exist_ok=True)
     for path in candidates:
         dest = dest_dir / f"{take.audio_id}{posixpath.splitext(path)[1]}"
@@ -1006,25 +1013,40 @@ def group_changes(changes: Iterable[CellChange]) -> dict[str, list[CellChange]]:
 class CommitReport(ApplyReport):
     commit_id: str | None = None
     attempts: int = 0
+    notebooks: list[str] = field(default_factory=list)   # notebooks the commit rewrote
+
+
+class CommitTooLarge(ValueError):
+    """The commit, once applied to the newest notebooks, is over the caller's byte limit (split it)."""
+
+
+ExtraActions = Union[Sequence[FileAction], Callable[[list[CellChange]], Sequence[FileAction]]]
 
 
 def commit_cell_changes(
     store: ProjectStore, changes_by_notebook: Mapping[str, Sequence[CellChange]], message: str, *,
-    extra_actions: Sequence[FileAction] = (), max_attempts: int = 5, retry_delay: float = 0.5,
-    now_ms: int | None = None,
+    extra_actions: ExtraActions = (), max_attempts: int = 5, retry_delay: float = 0.5,
+    now_ms: int | None = None, max_bytes: int | None = None,
+    first_reads: dict[str, FileVersion | None] | None = None,
 ) -> CommitReport:
     """Re-apply the changes to the newest version of each notebook and commit them in one atomic commit.
 
     Every update carries the version it was based on; on ``VersionConflict`` everything is re-read and
     re-applied (up to ``max_attempts``), so an edit a translator committed meanwhile is kept. Notebooks that
-    vanished or no longer parse are left alone and their changes reported as skipped. ``extra_actions``
-    (e.g. the audio files) go into the same commit. Raises ``VersionConflict`` when attempts run out.
+    vanished or no longer parse are left alone and their changes reported as skipped.
+
+    ``extra_actions`` (e.g. the audio files) go first into the same commit; given as a function of the
+    changes that applied in this attempt, a file is only committed for a change that really landed.
+    ``first_reads`` may hold notebooks the caller already read: each serves one attempt and is removed.
+    Raises ``VersionConflict`` when attempts run out, ``CommitTooLarge`` when the applied commit would
+    exceed ``max_bytes``, and ``FileAlreadyExists`` from the extra actions for the caller to resolve.
     """
+    cached = first_reads if first_reads is not None else {}
     for attempt in range(1, max_attempts + 1):
         report = CommitReport(attempts=attempt)
-        actions = list(extra_actions)
+        updates: list[FileAction] = []
         for path, changes in changes_by_notebook.items():
-            current = store.read(path)
+            current = cached.pop(path) if path in cached else store.read(path)
             if current is None:
                 report.skipped += [(c, "the notebook no longer exists") for c in changes]
                 continue
@@ -1036,9 +1058,13 @@ def commit_cell_changes(
                 continue
             report.extend(applied)
             if applied.applied:
-                actions.append(FileAction.update(path, new_text, expected_version=current.version))
+                updates.append(FileAction.update(path, new_text, expected_version=current.version))
+        extra = list(extra_actions(report.applied) if callable(extra_actions) else extra_actions)
+        actions = extra + updates  # files first: a notebook never points at something not yet there
         if not actions:
             return report
+        if max_bytes is not None and sum(a.size() for a in actions) > max_bytes:
+            raise CommitTooLarge(f"{len(actions)} file(s) over {max_bytes} bytes")
         try:
             report.commit_id = store.commit(actions, message)
         except (VersionConflict, FileMissing) as exc:
@@ -1048,8 +1074,9 @@ def commit_cell_changes(
                         exc, attempt + 1, max_attempts)
             time.sleep(retry_delay * attempt)
             continue
+        report.notebooks = [a.path for a in updates]
         logger.info("Committed %d cell change(s) in %d notebook(s); %d skipped", len(report.applied),
-                    sum(1 for a in actions if a.path in changes_by_notebook), len(report.skipped))
+                    len(updates), len(report.skipped))
         return report
     raise AssertionError("unreachable")
 

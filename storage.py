@@ -199,10 +199,18 @@ class ProjectStore(ABC):
     def download(self, path: str, dest: Path) -> Path:
         """Write the real bytes of ``path`` (LFS resolved) to ``dest``, streamed. Raises FileNotFoundError."""
 
-    def download_many(self, paths: Sequence[str], dest_dir: Path) -> dict[str, Path]:
+    def download_many(self, paths: Sequence[str], dest_dir: Path, *, missing_ok: bool = False) -> dict[str, Path]:
         """Fetch several files below ``dest_dir`` (keeping their project paths); backends that can
-        fetch many files in few requests override this."""
-        return {path: self.download(path, Path(dest_dir) / path) for path in paths}
+        fetch many files in few requests override this. A missing file raises ``FileNotFoundError``
+        unless ``missing_ok``, when it is left out of the result."""
+        found: dict[str, Path] = {}
+        for path in paths:
+            try:
+                found[path] = self.download(path, Path(dest_dir) / path)
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise
+        return found
 
     @abstractmethod
     def commit(self, actions: Sequence[FileAction], message: str) -> str:

@@ -77,9 +77,9 @@ class JobStorage:
     def download(self, path: str, dest: Path) -> Path:
         return self._store.download(path, Path(dest))
 
-    def download_many(self, paths: Sequence[str], dest_dir: Path) -> dict[str, Path]:
+    def download_many(self, paths: Sequence[str], dest_dir: Path, *, missing_ok: bool = False) -> dict[str, Path]:
         """Fetch several files, in few requests where the backend can; returns path → local file."""
-        return self._store.download_many(list(paths), Path(dest_dir))
+        return self._store.download_many(list(paths), Path(dest_dir), missing_ok=missing_ok)
 
     def commit(self, actions: Sequence[FileAction], message: str) -> None:
         """Commit atomically, with the job's claim check. Precondition failures raise the storage errors

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_HANDLERS = Path(__file__).resolve().parent / "handlers"
@@ -20,7 +19,7 @@ if str(ROOT) not in sys.path:
 from jobs import format_time, utc_now  # noqa: E402
 from job_process import ChildSettings, ExecutionSettings  # noqa: E402
 from local_jobs import LocalProjectStore, LocalSource  # noqa: E402
-from storage import FileAction  # noqa: E402
+from project_env import ProjectEnv  # noqa: E402
 from worker import Worker, WorkerConfig  # noqa: E402
 from gitlab_fixtures import (  # noqa: E402,F401  (fixtures for the GitLab tests)
     codex_project_dir, gitlab_client, gitlab_env, gitlab_project, gitlab_server, gitlab_store,
@@ -35,8 +34,7 @@ def make_job(job_id: str, behaviour: str = "succeed", *, minutes_ago: float = 10
         "job_type": "test",
         "mode": "training",
         "model": {"type": "Probe"},
-        "submitted_at": format_time(utc_now()) if minutes_ago == 0 else
-        format_time(utc_now().replace(microsecond=0) - __import__("datetime").timedelta(minutes=minutes_ago)),
+        "submitted_at": format_time(utc_now() - timedelta(minutes=minutes_ago)),
         "epochs": 3,
         "probe": {"behaviour": behaviour},
         "canceled": False,
@@ -45,7 +43,7 @@ def make_job(job_id: str, behaviour: str = "succeed", *, minutes_ago: float = 10
     return job
 
 
-class LocalEnv:
+class LocalEnv(ProjectEnv):
     """A Codex project folder on disk; edits by 'translators' and 'the plugin' are plain file writes."""
 
     kind = "local"
@@ -76,29 +74,6 @@ class LocalEnv:
 
     def close(self) -> None:
         pass
-
-    # -- conveniences shared by all backends --
-    def write_manifest(self, jobs: list[dict], version: int = 1) -> None:
-        self.write_file("gpu_jobs/manifest.yaml", yaml.safe_dump({"version": version, "jobs": jobs}, sort_keys=False))
-
-    def response(self, job_id: str) -> dict | None:
-        raw = self.read_file(f"gpu_jobs/job_{job_id}/response.yaml")
-        return yaml.safe_load(raw) if raw is not None else None
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError("condition not met in time")
-
-    def wait_state(self, job_id: str, state: str, timeout: float = 30.0) -> dict:
-        self.wait_for(lambda: (self.response(job_id) or {}).get("state") == state
-                      and (state != "running" or (self.response(job_id) or {}).get("status_message") != "claimed"),
-                      timeout)
-        return self.response(job_id)
-
 
 @pytest.fixture
 def record_dir(tmp_path, monkeypatch) -> Path:

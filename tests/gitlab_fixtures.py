@@ -16,9 +16,7 @@ import json
 import os
 import secrets
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import gitlab
 import pytest
@@ -31,6 +29,7 @@ if str(ROOT) not in sys.path:
 from gitlab_fake import GitLabTestServer  # noqa: E402
 from gitlab_fake.projects import Project  # noqa: E402
 from gitlab_jobs import TOKEN_ENV, GitLabProjectStore, GitLabSource, RetryPolicy  # noqa: E402
+from project_env import ProjectEnv  # noqa: E402
 
 # Tests wait milliseconds, not seconds, between retries.
 FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
@@ -128,7 +127,7 @@ def gitlab_store(gitlab_server, gitlab_project, monkeypatch) -> GitLabProjectSto
     store.close()
 
 
-class GitLabEnv:
+class GitLabEnv(ProjectEnv):
     """The GitLab twin of conftest's ``LocalEnv``: a project the lifecycle tests drive through a real
     (fake) GitLab. Translators' and the plugin's edits are git pushes (``server.push``)."""
 
@@ -157,27 +156,6 @@ class GitLabEnv:
 
     def close(self) -> None:
         self.store.close()
-
-    def write_manifest(self, jobs: list[dict], version: int = 1) -> None:
-        self.write_file("gpu_jobs/manifest.yaml", yaml.safe_dump({"version": version, "jobs": jobs}, sort_keys=False))
-
-    def response(self, job_id: str) -> dict | None:
-        raw = self.server.read(self.project, f"gpu_jobs/job_{job_id}/response.yaml")
-        return yaml.safe_load(raw) if raw is not None else None
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError("condition not met in time")
-
-    def wait_state(self, job_id: str, state: str, timeout: float = 30.0) -> dict:
-        self.wait_for(lambda: (self.response(job_id) or {}).get("state") == state
-                      and (state != "running" or (self.response(job_id) or {}).get("status_message") != "claimed"),
-                      timeout)
-        return self.response(job_id)
 
 
 @pytest.fixture
