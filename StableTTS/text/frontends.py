@@ -1,0 +1,283 @@
+"""Text front ends: plain text -> blank-interspersed symbol ids, with a report of what was not representable.
+
+Three kinds, chosen per project by `select_frontend` and saved with the checkpoint (`to_dict`) so inference
+encodes text exactly as training did:
+- "phonemes": espeak-ng IPA mapped onto the published 401 symbols (best transfer from the pretrained model);
+- "romanized": uroman romanisation (any script) mapped onto the same symbols; plain diacritic stripping
+  when uroman is not installed (Latin-script text only);
+- "characters": the project's own characters appended to the 401 symbols (the embedding is resized; the
+  published symbols keep their pretrained rows).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .espeak import espeak_voice_for, phonemize
+from .mapping import IPA_TABLE, ROMAN_TABLE, MappingResult, map_to_symbols, tidy_symbols
+from .normalize import normalize_text
+from .symbols import PAD, SYMBOL_TO_ID, SYMBOLS, intersperse
+
+logger = logging.getLogger(__name__)
+
+FRONTEND_KINDS = ("phonemes", "romanized", "characters")
+_UNSPEAKABLE = re.compile(r"So|Sk|Co|Cn|Cs")  # Unicode categories espeak cannot be trusted with
+
+
+class FrontendUnavailable(RuntimeError):
+    """The front end a checkpoint was trained with cannot run here (e.g. espeak or uroman is missing)."""
+
+
+@dataclass
+class EncodedText:
+    text: str  # the normalised input
+    symbols: list[str]  # symbols before blank interspersal
+    ids: list[int]  # blank-interspersed ids, length 2·len(symbols) + 1
+    unknown: Counter = field(default_factory=Counter)  # characters that could not be represented (dropped)
+    approximated: Counter = field(default_factory=Counter)  # mapped to a near symbol or silent by design
+
+
+def describe_counts(counts: Counter, limit: int = 12) -> str:
+    """Counter({'ʔ': 3, '§': 1}) -> "'ʔ' (U+0294) ×3, '§' (U+00A7) ×1"."""
+    items = [f"{ch!r} (U+{ord(ch[0]):04X}) ×{n}" for ch, n in counts.most_common(limit)]
+    if len(counts) > limit:
+        items.append(f"… {len(counts) - limit} more")
+    return ", ".join(items)
+
+
+def summarize(encoded: Iterable[EncodedText]) -> tuple[Counter, Counter]:
+    """Total unknown and approximated characters over many encoded texts."""
+    unknown, approximated = Counter(), Counter()
+    for e in encoded:
+        unknown.update(e.unknown)
+        approximated.update(e.approximated)
+    return unknown, approximated
+
+
+class TextFrontend:
+    """Base class. Subclasses implement `_symbols_batch` and `to_dict`."""
+
+    kind: str = ""
+    language: str | None = None
+
+    @property
+    def symbols(self) -> list[str]:
+        return SYMBOLS
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, text: str) -> EncodedText:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[EncodedText]:
+        """Encode many texts (one espeak call for all, where used)."""
+        normalised = [normalize_text(t) for t in texts]
+        mapped = self._symbols_batch([n for n, _ in normalised])
+        out = []
+        for (text, removed), result in zip(normalised, mapped):
+            result.approximated.update(removed)
+            symbols = tidy_symbols(result.symbols)
+            ids = [self._id(s) for s in symbols]
+            out.append(EncodedText(text, symbols, intersperse(ids), result.unknown, result.approximated))
+        return out
+
+    def coverage(self, texts: Sequence[str]) -> float:
+        """Share of non-space input characters that were represented (not reported unknown)."""
+        encoded = self.encode_batch(texts)
+        total = sum(sum(1 for ch in e.text if not ch.isspace()) for e in encoded)
+        lost = sum(sum(e.unknown.values()) for e in encoded)
+        return 1.0 if total == 0 else max(0.0, 1.0 - lost / total)
+
+    def _id(self, symbol: str) -> int:
+        return SYMBOL_TO_ID[symbol]
+
+    def _symbols_batch(self, texts: list[str]) -> list[MappingResult]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()})"
+
+
+class PhonemeFrontend(TextFrontend):
+    """espeak-ng IPA mapped onto the published symbols."""
+
+    kind = "phonemes"
+
+    def __init__(self, language: str, voice: str | None = None):
+        self.language = language
+        self.voice = voice or espeak_voice_for(language)
+        if self.voice is None or espeak_voice_for(self.voice) is None:
+            raise FrontendUnavailable(
+                f"espeak-ng phonemes for {language!r} are not available here "
+                "(install phonemizer and espeakng-loader, or the language has no espeak voice)"
+            )
+
+    def _symbols_batch(self, texts: list[str]) -> list[MappingResult]:
+        results, cleaned = [], []
+        for text in texts:
+            # Emoji, private-use and other symbols are skipped, misread or spelled out by espeak depending on
+            # the voice: remove them before phonemising and report them as unknown.
+            result = MappingResult()
+            kept = []
+            for ch in text:
+                if _UNSPEAKABLE.match(unicodedata.category(ch)):
+                    result.unknown[ch] += 1
+                else:
+                    kept.append(ch)
+            results.append(result)
+            cleaned.append("".join(kept))
+        for result, ipa in zip(results, phonemize(cleaned, self.voice)):
+            map_to_symbols(ipa, IPA_TABLE, result)
+        return results
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "language": self.language, "espeak_voice": self.voice}
+
+
+@functools.lru_cache(maxsize=1)
+def _uroman():
+    try:
+        import uroman
+    except ImportError:
+        return None
+    return uroman.Uroman()  # loads its tables once (a few seconds)
+
+
+def uroman_available() -> bool:
+    return importlib.util.find_spec("uroman") is not None
+
+
+class RomanizedFrontend(TextFrontend):
+    """Romanisation (uroman for any script, or diacritic stripping for Latin script) onto the published symbols."""
+
+    kind = "romanized"
+
+    def __init__(self, language: str | None = None, romanizer: str | None = None):
+        self.language = language
+        self.romanizer = romanizer or ("uroman" if uroman_available() else "latin")
+        if self.romanizer not in ("uroman", "latin"):
+            raise ValueError(f"unknown romanizer {self.romanizer!r}")
+        if self.romanizer == "uroman" and not uroman_available():
+            raise FrontendUnavailable("this voice was trained with uroman romanisation; install `uroman`")
+
+    def _romanize(self, text: str) -> str:
+        if self.romanizer == "latin":
+            return text
+        lcode = self.language if self.language and len(self.language) == 3 else None
+        return _uroman().romanize_string(text, lcode=lcode)
+
+    def _symbols_batch(self, texts: list[str]) -> list[MappingResult]:
+        return [map_to_symbols(self._romanize(t).lower(), ROMAN_TABLE) for t in texts]
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "language": self.language, "romanizer": self.romanizer}
+
+
+class CharacterFrontend(TextFrontend):
+    """The project's own characters: published symbols keep their ids, new characters get ids from 401 on."""
+
+    kind = "characters"
+
+    def __init__(self, extra_symbols: Sequence[str] = (), language: str | None = None, lowercase: bool = True):
+        self.language = language
+        self.lowercase = lowercase
+        self.extra_symbols = [s for s in dict.fromkeys(extra_symbols) if s not in SYMBOL_TO_ID]
+        self._table = {**SYMBOL_TO_ID, **{s: len(SYMBOLS) + i for i, s in enumerate(self.extra_symbols)}}
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], language: str | None = None, lowercase: bool = True):
+        """Vocabulary = every character of the (normalised) texts not already among the published symbols."""
+        seen: set[str] = set()
+        for text in texts:
+            normalised, _ = normalize_text(text)
+            seen.update(normalised.lower() if lowercase else normalised)
+        extra = sorted(ch for ch in seen if ch not in SYMBOL_TO_ID and not ch.isspace())
+        return cls(extra, language=language, lowercase=lowercase)
+
+    @property
+    def symbols(self) -> list[str]:
+        return SYMBOLS + self.extra_symbols
+
+    def _id(self, symbol: str) -> int:
+        return self._table[symbol]
+
+    def _symbols_batch(self, texts: list[str]) -> list[MappingResult]:
+        results = []
+        for text in texts:
+            result = MappingResult()
+            for ch in text.lower() if self.lowercase else text:
+                if ch in self._table and ch != PAD:
+                    result.symbols.append(ch)
+                elif ch.isspace():
+                    result.symbols.append(" ")
+                else:
+                    result.unknown[ch] += 1
+            results.append(result)
+        return results
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "language": self.language, "lowercase": self.lowercase,
+                "extra_symbols": self.extra_symbols}
+
+
+def select_frontend(
+    language: str | None,
+    texts: Sequence[str] = (),
+    kind: str = "auto",
+    min_coverage: float = 0.98,
+) -> TextFrontend:
+    """Choose the text front end for a project.
+
+    kind="auto": espeak phonemes if the language has an espeak voice and espeak is usable; otherwise
+    romanisation. If `texts` are given and the chosen front end cannot represent at least `min_coverage`
+    of their characters, a character vocabulary built from the texts is used instead (the model's
+    embedding must then be resized to `frontend.n_vocab`). kind="phonemes" / "romanized" / "characters"
+    forces one (FrontendUnavailable / ValueError if it cannot be built).
+    """
+    if kind not in ("auto", *FRONTEND_KINDS):
+        raise ValueError(f"kind must be 'auto' or one of {FRONTEND_KINDS}, got {kind!r}")
+    if kind == "characters":
+        if not texts:
+            raise ValueError("a character front end is built from the project's texts; none were given")
+        return CharacterFrontend.from_texts(texts, language=language)
+    frontend: TextFrontend
+    if kind == "phonemes":
+        frontend = PhonemeFrontend(language or "")
+    elif kind == "auto" and espeak_voice_for(language) is not None:
+        frontend = PhonemeFrontend(language)
+    else:
+        frontend = RomanizedFrontend(language)
+    if kind == "auto" and texts:
+        coverage = frontend.coverage(texts)
+        if coverage < min_coverage:
+            logger.warning(
+                "%s front end represents only %.1f%% of the characters of %d texts; using a character "
+                "vocabulary instead", frontend.kind, 100 * coverage, len(texts),
+            )
+            return CharacterFrontend.from_texts(texts, language=language)
+    logger.info("Text front end for %r: %s", language, frontend.to_dict())
+    return frontend
+
+
+def frontend_from_dict(data: dict) -> TextFrontend:
+    """Rebuild the front end saved in a checkpoint sidecar (raises FrontendUnavailable if it cannot run here)."""
+    kind = data.get("kind")
+    if kind == "phonemes":
+        return PhonemeFrontend(data.get("language") or data["espeak_voice"], voice=data.get("espeak_voice"))
+    if kind == "romanized":
+        return RomanizedFrontend(data.get("language"), romanizer=data.get("romanizer"))
+    if kind == "characters":
+        return CharacterFrontend(data.get("extra_symbols", []), language=data.get("language"),
+                                 lowercase=data.get("lowercase", True))
+    raise ValueError(f"unknown text front end kind {kind!r} in sidecar")
