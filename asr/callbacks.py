@@ -1,0 +1,187 @@
+"""Glue between the Hugging Face ``Trainer`` and the worker: per-epoch metrics file, best-model
+tracking, progress/stop hooks, and WER/CER from greedy CTC decoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Callable
+
+import jiwer
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from asr.decode import UNK_MARK
+from asr.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+METRICS_COLUMNS = ("epoch", "train_total_loss", "val_total_loss", "val_wer", "val_cer")
+BEST_STATE_FILE = "asr_best.json"
+
+
+class MetricsCsv:
+    """``checkpoint/training_metrics.csv``: one row per epoch, exactly ``METRICS_COLUMNS``.
+
+    A row for epoch *e* replaces any rows from *e* on: after a resume, epochs redone are not doubled.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def write_row(self, row: dict) -> None:
+        epoch = int(row["epoch"])
+        kept = [r for r in self.rows() if r.get("epoch") and int(float(r["epoch"])) < epoch]
+        kept.append({k: _cell(row.get(k)) for k in METRICS_COLUMNS})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".csv.part")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(METRICS_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        tmp.replace(self.path)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def argmax_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Keep only each frame's best id during evaluation (greedy decoding needs no more, and full
+    logits of a whole validation set would not fit in memory)."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(-1)
+
+
+def make_compute_metrics(vocabulary: Vocabulary) -> Callable:
+    """WER/CER of greedy decoding against the labels ([UNK] scored as one character on both sides)."""
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        best = np.asarray(prediction.predictions)
+        labels = np.asarray(prediction.label_ids)
+        hyps = [vocabulary.decode_ctc(row, unk_replacement=UNK_MARK) for row in best]  # -100 padding is skipped
+        refs = [vocabulary.decode_labels(row, unk_replacement=UNK_MARK) for row in labels]
+        pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+        if not pairs:
+            return {"wer": float("nan"), "cer": float("nan")}
+        refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+        return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+
+    return compute_metrics
+
+
+class AsrProgressCallback(TrainerCallback):
+    """Writes the metrics row and keeps the best model after each epoch's evaluation, reports the epoch
+    to the caller, and stops training cleanly when the caller asks.
+
+    ``on_epoch_end(epoch, metrics)`` and ``should_stop()`` come from the worker (heartbeats, cancel
+    checks); whatever they raise propagates, BaseException included.
+    """
+
+    def __init__(
+        self,
+        metrics_csv: MetricsCsv,
+        best_dir: Path,
+        save_best: Callable[[torch.nn.Module, Path], None],
+        *,
+        has_validation: bool,
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ):
+        self.metrics_csv = metrics_csv
+        self.best_dir = Path(best_dir)
+        self.save_best = save_best
+        self.has_validation = has_validation
+        self.user_epoch_end = on_epoch_end
+        self.user_should_stop = should_stop
+        self.stop_requested = False
+        self.train_loss: float | None = None
+        state = self._load_best_state()
+        self.best_cer: float = state.get("cer", math.inf)
+        self.best_epoch: int | None = state.get("epoch")
+
+    # -- best-model bookkeeping (survives a resume) ------------------------------------------------
+    def _load_best_state(self) -> dict:
+        path = self.best_dir / BEST_STATE_FILE
+        if path.exists():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                logger.warning("Unreadable %s; best model tracking starts over", path)
+        return {}
+
+    def _record_best(self, model, epoch: int, cer: float) -> None:
+        self.save_best(model, self.best_dir)
+        self.best_cer, self.best_epoch = cer, epoch
+        (self.best_dir / BEST_STATE_FILE).write_text(json.dumps({"epoch": epoch, "cer": cer}), encoding="utf-8")
+        logger.info("Epoch %d: new best validation CER %.4f", epoch, cer)
+
+    # -- stop requests ---------------------------------------------------------------------------------
+    def _check_stop(self, control) -> None:
+        if self.user_should_stop is not None and not self.stop_requested and self.user_should_stop():
+            logger.info("Stop requested: training ends after this step")
+            self.stop_requested = True
+        if self.stop_requested:
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._check_stop(control)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stop_requested:
+            control.should_evaluate = False  # a stopping job has no use for a partial-epoch evaluation
+        return control
+
+    # -- per-epoch rows ------------------------------------------------------------------------------
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs and "eval_loss" not in logs:
+            self.train_loss = float(logs["loss"])
+            epoch_done = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6
+            if not self.has_validation and epoch_done and not self.stop_requested:
+                self._finish_epoch(int(round(state.epoch)), {}, control)
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        metrics = metrics or {}
+        epoch = int(round(state.epoch or 0))
+        cer = metrics.get("eval_cer")
+        if model is not None and cer is not None and not math.isnan(cer) and cer < self.best_cer:
+            self._record_best(model, epoch, float(cer))
+        self._finish_epoch(epoch, metrics, control)
+        return control
+
+    def _finish_epoch(self, epoch: int, metrics: dict, control) -> None:
+        row = {
+            "epoch": epoch,
+            "train_total_loss": self.train_loss,
+            "val_total_loss": metrics.get("eval_loss"),
+            "val_wer": metrics.get("eval_wer"),
+            "val_cer": metrics.get("eval_cer"),
+        }
+        self.metrics_csv.write_row(row)
+        logger.info(
+            "Epoch %d: train loss %s, val loss %s, WER %s, CER %s",
+            epoch,
+            *(_cell(row[k]) or "-" for k in METRICS_COLUMNS[1:]),
+        )
+        if self.user_epoch_end is not None:
+            self.user_epoch_end(epoch, dict(row))
+        self._check_stop(control)

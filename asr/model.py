@@ -1,0 +1,211 @@
+"""Building ``Wav2Vec2BertForCTC`` models: from the pretrained base, from an earlier checkpoint (with a
+grown vocabulary), or as a small random preset for tests and demos that never touch the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
+
+from asr.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "facebook/w2v-bert-2.0"
+
+# Fine-tuning settings of the reference recipe (HF blog "Fine-Tune W2V2-Bert for low-resource ASR"):
+# no dropout/masking/layerdrop, mean CTC loss (the config default "sum" scales with batch and length),
+# zero_infinity so an impossible alignment gives a zero loss instead of inf/NaN.
+RECIPE_OVERRIDES: dict[str, object] = {
+    "attention_dropout": 0.0,
+    "hidden_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "mask_time_prob": 0.0,
+    "layerdrop": 0.0,
+    "ctc_loss_reduction": "mean",
+    "ctc_zero_infinity": True,
+}
+
+# Random architectures built in code. "tiny" trains on a laptop CPU in seconds; "small" is a stand-in of
+# realistic sequence lengths for benchmarks. Neither is a useful speech recogniser.
+PRESETS: dict[str, dict[str, object]] = {
+    "tiny": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_depthwise_kernel_size": 3,
+    },
+    "small": {
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+        "conv_depthwise_kernel_size": 15,
+    },
+}
+
+
+def model_from_preset(preset: str, vocabulary: Vocabulary) -> Wav2Vec2BertForCTC:
+    """A randomly initialised model of a named preset (no download)."""
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = Wav2Vec2BertConfig(
+        vocab_size=vocabulary.size,
+        pad_token_id=vocabulary.pad_id,
+        bos_token_id=None,
+        eos_token_id=None,
+        add_adapter=True,
+        # a random model learns faster with no dropout anywhere
+        final_dropout=0.0,
+        activation_dropout=0.0,
+        conformer_conv_dropout=0.0,
+        **PRESETS[preset],
+        **RECIPE_OVERRIDES,
+    )
+    return Wav2Vec2BertForCTC(config)
+
+
+def model_from_base(base_model: str | Path, vocabulary: Vocabulary) -> Wav2Vec2BertForCTC:
+    """The pretrained encoder (hub id or local folder) with a fresh CTC head for ``vocabulary``."""
+    logger.info("Loading base model %s with a %d-token CTC head", base_model, vocabulary.size)
+    return Wav2Vec2BertForCTC.from_pretrained(
+        str(base_model),
+        vocab_size=vocabulary.size,  # the base config says null
+        pad_token_id=vocabulary.pad_id,
+        add_adapter=True,  # downsamples to 40 ms frames; it stabilised training in the recipe
+        **RECIPE_OVERRIDES,
+    )
+
+
+def model_from_checkpoint(model_dir: Path, vocabulary: Vocabulary) -> Wav2Vec2BertForCTC:
+    """A model trained earlier, its CTC head grown to ``vocabulary`` (old rows kept, ids unchanged)."""
+    model = Wav2Vec2BertForCTC.from_pretrained(str(model_dir), **RECIPE_OVERRIDES)
+    old_size = model.lm_head.out_features
+    if vocabulary.size < old_size:
+        raise ValueError(
+            f"The checkpoint's output layer has {old_size} rows but its vocabulary only {vocabulary.size}: "
+            "vocab.json does not belong to this model"
+        )
+    if vocabulary.size > old_size:
+        resize_ctc_head(model, vocabulary.size)
+    if model.config.pad_token_id != vocabulary.pad_id:
+        logger.warning(
+            "Checkpoint pad_token_id %s differs from its vocabulary's [PAD] id %d; using the vocabulary's",
+            model.config.pad_token_id,
+            vocabulary.pad_id,
+        )
+        model.config.pad_token_id = vocabulary.pad_id
+    return model
+
+
+@torch.no_grad()
+def resize_ctc_head(model: Wav2Vec2BertForCTC, new_size: int) -> None:
+    """Grow the CTC output layer to ``new_size`` rows, keeping the trained rows where they are.
+
+    New rows get small random weights and the lowest existing bias, so the model does not start
+    writing the new characters everywhere before it has learnt them.
+    """
+    old = model.lm_head
+    old_size = old.out_features
+    head = nn.Linear(old.in_features, new_size, bias=old.bias is not None)
+    head.to(device=old.weight.device, dtype=old.weight.dtype)
+    head.weight[:old_size] = old.weight
+    nn.init.normal_(head.weight[old_size:], mean=0.0, std=model.config.initializer_range)
+    if old.bias is not None:
+        head.bias[:old_size] = old.bias
+        head.bias[old_size:] = old.bias.min()
+    model.lm_head = head
+    model.config.vocab_size = new_size
+    logger.info("Grew the CTC head from %d to %d outputs", old_size, new_size)
+
+
+def install_padding_guard(model: Wav2Vec2BertForCTC) -> None:
+    """Zero padded frames before the adapter's strided convolutions.
+
+    The encoder masks padding everywhere except there: without this, a clip's last 40 ms frame (and,
+    through the adapter's attention, every frame a little) depends on how much padding its batch has,
+    so batched and one-by-one transcription disagree. With it, padded and unpadded runs match to
+    float rounding. Idempotent.
+    """
+    adapter = getattr(model.wav2vec2_bert, "adapter", None)
+    if adapter is None or getattr(adapter, "_padding_guard", False):
+        return
+    kernel, stride = adapter.kernel_size, adapter.stride
+    state: dict[int, torch.Tensor | None] = {}
+
+    def remember_lengths(_module, _args, kwargs):
+        mask = kwargs.get("attention_mask")
+        state.clear()
+        if mask is None:
+            return
+        lengths = mask.sum(-1)
+        for index in range(len(adapter.layers)):
+            state[index] = lengths
+            # the same length arithmetic as the adapter layer's strided convolution
+            lengths = torch.div(lengths + 2 * (kernel // 2) - kernel, stride, rounding_mode="floor") + 1
+
+    def mask_conv_input(index: int):
+        def hook(_module, args):
+            lengths = state.get(index)
+            if lengths is None:
+                return None
+            x = args[0]  # (B, C, T)
+            keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
+            return (x * keep[:, None, :].to(x.dtype),) + tuple(args[1:])
+
+        return hook
+
+    adapter.register_forward_pre_hook(remember_lengths, with_kwargs=True)
+    for index, layer in enumerate(adapter.layers):
+        layer.residual_conv.register_forward_pre_hook(mask_conv_input(index))
+        layer.self_attn_conv.register_forward_pre_hook(mask_conv_input(index))
+    adapter._padding_guard = True
+
+
+def install_eval_logit_mask(model: Wav2Vec2BertForCTC) -> None:
+    """In eval mode, make padded output frames pure blanks.
+
+    The model computes logits for a batch's padded frames too; greedy decoding of whole rows (as the
+    Trainer's evaluation does) would read characters out of them. Training is untouched: the CTC loss
+    already ignores those frames. Idempotent.
+    """
+    if getattr(model, "_eval_logit_mask", False):
+        return
+
+    def hook(module, _args, kwargs, output):
+        mask = kwargs.get("attention_mask")
+        logits = getattr(output, "logits", None)
+        if module.training or mask is None or logits is None:
+            return output
+        lengths = logit_lengths(module, mask.sum(-1)).to(logits.device)
+        padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= lengths[:, None]  # (B, T)
+        blank_row = torch.full_like(logits[:1, :1], -1e4)
+        blank_row[..., module.config.pad_token_id] = 0.0
+        output.logits = torch.where(padded[..., None], blank_row, logits)
+        return output
+
+    model.register_forward_hook(hook, with_kwargs=True)
+    model._eval_logit_mask = True
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """bf16 is used where the hardware has it (Ampere, Hopper); CTC in fp16 overflows too easily."""
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def logit_lengths(model: Wav2Vec2BertForCTC, feature_frames: torch.Tensor | int) -> torch.Tensor:
+    """Output frames of the CTC head for inputs of ``feature_frames`` (20 ms) frames."""
+    frames = torch.as_tensor(feature_frames)
+    return model._get_feat_extract_output_lengths(frames).to(torch.long)

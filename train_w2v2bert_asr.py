@@ -1,0 +1,294 @@
+"""Fine-tune Wav2Vec2-BERT with a character CTC head on a project's recorded verses.
+
+Library entry point: ``train_asr(examples, output_dir, config)``. It writes, under ``output_dir``:
+
+* ``checkpoint/training_metrics.csv`` — one row per epoch: epoch, train/val loss, val WER/CER;
+* ``model/asr_model.pth.tar`` — tar.gz of the best model's Hugging Face folder (weights, config, processor,
+  vocabulary, ``training_info.json`` and, when enabled, ``post_corrector.tm``);
+* ``trainer/`` — the Trainer's own checkpoints, so an interrupted run resumes where it stopped.
+
+The recipe (settings, traps of transformers 5) is described in docs/asr.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import click
+import torch
+from transformers import PrinterCallback, Trainer, Wav2Vec2BertForCTC, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging as hf_logging
+
+from asr.archive import write_model_archive
+from asr.callbacks import BEST_STATE_FILE, AsrProgressCallback, MetricsCsv, argmax_logits, make_compute_metrics
+from asr.config import AsrTrainConfig, AsrTrainResult
+from asr.data import AsrExample, CtcCollator, drop_unalignable, prepare_clips, split_clips
+from asr.decode import Transcriber
+from asr.model import (
+    DEFAULT_BASE_MODEL,
+    install_eval_logit_mask,
+    install_padding_guard,
+    logit_lengths,
+    model_from_base,
+    model_from_checkpoint,
+    model_from_preset,
+    pick_device,
+)
+from asr.postcorrect import FILE_NAME as POST_CORRECTOR_FILE
+from asr.text import TextNormalization
+from asr.training import (
+    OutputLayout,
+    finite_or_none,
+    fit_post_corrector,
+    index_tables,
+    jsonable,
+    read_metrics,
+    resolve_checkpoint_folder,
+    run_vocabulary,
+    score_clips,
+    training_arguments,
+    vocabulary_info,
+)
+from asr.vocab import load_feature_extractor, make_processor, save_processor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AsrExample", "AsrTrainConfig", "AsrTrainResult", "train_asr"]
+
+
+def train_asr(
+    examples: Sequence[AsrExample],
+    output_dir: str | Path,
+    config: AsrTrainConfig | None = None,
+    *,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str | torch.device | None = None,
+) -> AsrTrainResult:
+    """Fine-tune a CTC model on ``examples`` and export the best epoch (by validation CER).
+
+    ``on_epoch_end(epoch, metrics_row)`` runs after each epoch's evaluation, ``should_stop()`` after every
+    optimizer step and epoch; when it returns True training ends cleanly (a checkpoint is kept for a resume)
+    and nothing is exported. Exceptions from either callable propagate. Rerunning with the same output
+    folder resumes from the last Trainer checkpoint.
+    """
+    config = config or AsrTrainConfig()
+    config.validate()
+    layout = OutputLayout(Path(output_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    set_seed(config.seed)
+    if config.eval_steps:
+        logger.info("eval_steps=%s ignored: evaluation runs once per epoch (one metrics row per epoch)", config.eval_steps)
+
+    base_dir = resolve_checkpoint_folder(config.base_checkpoint, layout.base_checkpoint) if config.base_checkpoint else None
+    feature_source = base_dir if base_dir else (None if config.preset else config.base_model)
+    feature_extractor = load_feature_extractor(feature_source)
+
+    clips, skipped = prepare_clips(
+        examples,
+        config.text_normalization,
+        feature_extractor,
+        max_duration_seconds=config.max_duration_seconds,
+        workers=config.data_workers,
+    )
+    if not clips:
+        raise ValueError(f"No usable training examples ({len(examples)} given). {skipped.summary()}")
+    train, val, test = split_clips(clips, config.val_split, config.test_split, config.seed)
+
+    resume_from = get_last_checkpoint(str(layout.trainer)) if layout.trainer.is_dir() else None
+    vocab_report = run_vocabulary(train, config, layout, base_dir, resume_from is not None)
+    vocabulary = vocab_report.vocabulary
+    logger.info("Vocabulary: %s", vocab_report.summary())
+    processor = make_processor(vocabulary, feature_extractor)
+    save_processor(processor, layout.processor)
+
+    if config.preset:
+        model = model_from_preset(config.preset, vocabulary)
+    elif base_dir is not None:
+        model = model_from_checkpoint(base_dir, vocabulary)
+    else:
+        model = model_from_base(config.base_model, vocabulary)
+    install_padding_guard(model)
+    install_eval_logit_mask(model)
+
+    def output_frames(feature_frames: int) -> int:
+        return int(logit_lengths(model, feature_frames))
+
+    train, val, test = (drop_unalignable(split, vocabulary, output_frames, skipped) for split in (train, val, test))
+    if not train:
+        raise ValueError(f"No training examples left. {skipped.summary()}")
+    if skipped.total:
+        logger.warning("%s", skipped.summary())
+
+    all_clips = train + val + test
+    labels = [vocabulary.encode(c.text) for c in all_clips]
+    tables = index_tables(all_clips, (len(train), len(val), len(test)))
+
+    def save_best(best_model: torch.nn.Module, folder: Path) -> None:
+        best_model.save_pretrained(str(folder))
+        save_processor(processor, folder)
+
+    callback = AsrProgressCallback(
+        MetricsCsv(layout.metrics_csv),
+        layout.best_model,
+        save_best,
+        has_validation=bool(val),
+        on_epoch_end=on_epoch_end,
+        should_stop=should_stop,
+    )
+    if resume_from is None:
+        # a fresh run: results of an older run in this folder must not leak into this one
+        layout.metrics_csv.unlink(missing_ok=True)
+        shutil.rmtree(layout.best_model, ignore_errors=True)
+        callback.best_cer, callback.best_epoch = math.inf, None
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, layout, dev, model, has_validation=bool(val)),
+        train_dataset=tables[0],
+        eval_dataset=tables[1] if val else None,
+        data_collator=CtcCollator(all_clips, labels),
+        processing_class=processor,
+        compute_metrics=make_compute_metrics(vocabulary),
+        preprocess_logits_for_metrics=argmax_logits,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts to stdout; our callback logs epochs
+    if resume_from:
+        logger.info("Resuming from %s", resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
+    epochs_completed = int(math.floor((trainer.state.epoch or 0) + 1e-6))
+    train_metrics = read_metrics(layout.metrics_csv)
+    if callback.stop_requested:
+        logger.info("Training stopped on request after %d epoch(s); nothing exported", epochs_completed)
+        return AsrTrainResult(
+            None, None, layout.metrics_csv, callback.best_epoch, finite_or_none(callback.best_cer), {}, train_metrics,
+            False, epochs_completed, stopped=True, vocabulary=vocabulary_info(vocab_report), skipped=skipped.to_dict(),
+        )
+
+    if not val or not (layout.best_model / "config.json").exists():
+        save_best(trainer.model, layout.best_model)  # no validation: the last epoch is the model
+        callback.best_epoch = epochs_completed
+    del trainer  # the optimizer state and the last epoch's weights make room for the best epoch's
+    model.cpu()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    best = Wav2Vec2BertForCTC.from_pretrained(str(layout.best_model))
+    transcriber = Transcriber(best, feature_extractor, vocabulary, dev)
+
+    corrector_used = False
+    (layout.best_model / POST_CORRECTOR_FILE).unlink(missing_ok=True)  # never ship one from an older run
+    if config.post_correction:
+        corrector_used = fit_post_corrector(transcriber, train, val, config, layout.best_model / POST_CORRECTOR_FILE)
+    test_results = score_clips(transcriber, test, config)
+    info = {
+        "config": jsonable(dataclasses.asdict(config)),
+        "best_epoch": callback.best_epoch,
+        "best_val_cer": finite_or_none(callback.best_cer),
+        "test_results": test_results,
+        "splits": {"train": len(train), "validation": len(val), "test": len(test)},
+        "vocabulary": vocabulary_info(vocab_report),
+        "skipped": skipped.to_dict(),
+        "post_corrector_used": corrector_used,
+    }
+    (layout.best_model / "training_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
+    archive = write_model_archive(layout.best_model, layout.archive, exclude={BEST_STATE_FILE})
+    if not config.keep_trainer_checkpoints:
+        shutil.rmtree(layout.trainer, ignore_errors=True)
+    return AsrTrainResult(
+        archive, layout.best_model, layout.metrics_csv, callback.best_epoch, finite_or_none(callback.best_cer),
+        test_results, train_metrics, corrector_used, epochs_completed,
+        vocabulary=vocabulary_info(vocab_report), skipped=skipped.to_dict(),
+    )
+
+
+# -- command line ---------------------------------------------------------------------------------------
+
+
+def _read_metadata(path: Path, audio_column: str, text_column: str, id_column: str | None, audio_base: Path | None) -> list[AsrExample]:
+    import csv
+
+    base = audio_base or path.parent
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {audio_column, text_column} - set(reader.fieldnames or [])
+        if missing:
+            raise click.ClickException(f"{path} lacks column(s) {sorted(missing)}; it has {reader.fieldnames}")
+        examples = []
+        for n, row in enumerate(reader):
+            audio = Path(row[audio_column])
+            examples.append(
+                AsrExample(audio if audio.is_absolute() else base / audio, row[text_column], row.get(id_column or "", "") or f"row-{n}")
+            )
+    return examples
+
+
+@click.command()
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV of audio paths and transcripts.")
+@click.option("--audio-column", default="file_name", show_default=True, help="CSV column with audio paths (relative to the CSV or --audio-base).")
+@click.option("--text-column", default="transcription", show_default=True, help="CSV column with transcripts.")
+@click.option("--id-column", default="verse_id", show_default=True, help="CSV column with ids (row numbers when absent).")
+@click.option("--audio-base", type=click.Path(file_okay=False, path_type=Path), help="Folder that relative audio paths start from.")
+@click.option("--synthetic", type=int, help="Train on N synthetic tone clips instead of a CSV (demo/smoke test).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where the metrics, checkpoints and model archive go.")
+@click.option("--preset", type=click.Choice(["tiny", "small"]), help="Random model built in code instead of --base-model.")
+@click.option("--base-model", default=DEFAULT_BASE_MODEL, show_default=True, help="Pretrained encoder (hub id or folder).")
+@click.option("--base-checkpoint", type=click.Path(exists=True, path_type=Path), help="asr_model.pth.tar of an earlier job to continue.")
+@click.option("--epochs", default=10, show_default=True, help="Training epochs.")
+@click.option("--batch-size", default=16, show_default=True, help="Clips per device batch.")
+@click.option("--gradient-accumulation-steps", default=2, show_default=True, help="Batches per optimizer step.")
+@click.option("--learning-rate", default=5e-5, show_default=True, help="Peak learning rate.")
+@click.option("--warmup-steps", default=0.1, show_default=True, help="Warm-up steps (< 1: fraction of all steps).")
+@click.option("--val-split", default=0.1, show_default=True, help="Fraction of clips for validation.")
+@click.option("--test-split", default=0.1, show_default=True, help="Fraction of clips for the final test.")
+@click.option("--max-duration-seconds", default=60.0, show_default=True, help="Longer clips are left out (and listed).")
+@click.option("--post-correction/--no-post-correction", default=False, show_default=True, help="Learn the character post-corrector.")
+@click.option("--keep-case", is_flag=True, help="Do not lowercase transcripts.")
+@click.option("--keep-punctuation", is_flag=True, help="Do not remove punctuation.")
+@click.option("--remove-numbers", is_flag=True, help="Remove digits from transcripts.")
+@click.option("--device", help="cpu or cuda (default: cuda when present).")
+@click.option("--seed", default=42, show_default=True, help="Random seed (splits, initialisation, order).")
+def main(metadata, audio_column, text_column, id_column, audio_base, synthetic, output_dir, preset, base_model,
+         base_checkpoint, epochs, batch_size, gradient_accumulation_steps, learning_rate, warmup_steps, val_split,
+         test_split, max_duration_seconds, post_correction, keep_case, keep_punctuation, remove_numbers, device, seed):
+    """Fine-tune Wav2Vec2-BERT CTC on recorded verses.
+
+    Example (a tiny random model learning synthetic tones, on the CPU):
+
+    \b
+        python train_w2v2bert_asr.py --synthetic 64 --preset tiny --epochs 10 \\
+            --learning-rate 3e-3 --batch-size 4 --gradient-accumulation-steps 1 --output-dir out/asr
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hf_logging.disable_progress_bar()
+    if synthetic:
+        from asr.synthetic import synthetic_examples
+
+        examples = synthetic_examples(synthetic, seed=seed)
+    elif metadata:
+        examples = _read_metadata(metadata, audio_column, text_column, id_column, audio_base)
+    else:
+        raise click.UsageError("Give --metadata CSV or --synthetic N")
+    config = AsrTrainConfig(
+        epochs=epochs, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate, warmup_steps=warmup_steps, val_split=val_split, test_split=test_split,
+        max_duration_seconds=max_duration_seconds, post_correction=post_correction, preset=preset,
+        base_model=base_model, base_checkpoint=str(base_checkpoint) if base_checkpoint else None, seed=seed,
+        text_normalization=TextNormalization(not keep_case, not keep_punctuation, remove_numbers),
+    )
+    try:
+        result = train_asr(examples, output_dir, config, device=device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result.job_result(), indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
