@@ -97,6 +97,7 @@ class ChildSettings:
     device: str = "auto"
     in_process: bool = False
     resume_upload_seconds: float = 3600.0  # how often resumable state may be committed to the project
+    visible_devices: str | None = None     # CUDA_VISIBLE_DEVICES for the job (one GPU per job on multi-GPU hosts)
 
 
 def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler_file: str, work_dir: str,
@@ -106,6 +107,9 @@ def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler
 
     job_id = str(job_context.get("job_id"))
     job_log = JobLogFile(Path(work_dir) / LOG_PATH, job_id=job_id)
+    if settings.visible_devices is not None and not settings.in_process:
+        # Before anything imports torch: CUDA reads this once, when it initialises.
+        os.environ["CUDA_VISIBLE_DEVICES"] = settings.visible_devices
     if not settings.in_process:
         # The parent coordinates shutdown: a Ctrl-C or a SIGTERM sent to the whole process group must not
         # kill the handler mid-write; the parent asks it to stop at its next heartbeat instead.

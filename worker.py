@@ -11,7 +11,7 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +33,7 @@ class WorkerConfig:
     keep_jobs: int = 5                    # job work folders kept on disk
     handler_paths: Sequence[Path] = ()
     checkpoint_dir: Path | None = None    # shared folder (bucket mount) for resumable state
+    gpus: Sequence[str] = ()              # one job per listed GPU at a time; () = one job, devices as they are
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
 
@@ -50,7 +51,11 @@ class Worker:
         self.source = source
         self.config = config
         self._stopping = threading.Event()
-        self._current: JobExecution | None = None
+        # Each slot runs one job at a time: a GPU id (the child sees only that GPU), or None for one slot
+        # that leaves the devices as they are.
+        self._slots: list[str | None] = list(config.gpus) or [None]
+        self._running: dict[str | None, tuple[threading.Thread, JobExecution | None]] = {}
+        self._changed = threading.Condition()   # a slot was freed or filled
         self._finished: dict[tuple[str, str], str] = {}      # (project, job) → state; terminal never changes
         self._reported: set[tuple[str, str, str]] = set()    # problems logged once per manifest version
         self._active_claims: set[str] = set()
@@ -62,14 +67,16 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------------------------------
     def request_stop(self, *, immediate: bool = False) -> None:
-        """First call: finish at the job's next heartbeat and release it. ``immediate``: kill it now."""
+        """First call: finish at the jobs' next heartbeat and release them. ``immediate``: kill them now."""
         self._stopping.set()
-        current = self._current
-        if current is not None:
-            current.request_stop(Stop.INTERRUPTED, "interrupted: the worker is shutting down "
-                                 "(another worker will resume this job)")
+        with self._changed:
+            executions = [execution for _, execution in self._running.values() if execution is not None]
+            self._changed.notify_all()
+        for execution in executions:
+            execution.request_stop(Stop.INTERRUPTED, "interrupted: the worker is shutting down "
+                                   "(another worker will resume this job)")
             if immediate:
-                current.kill_now()
+                execution.kill_now()
 
     @property
     def stopping(self) -> bool:
@@ -77,11 +84,13 @@ class Worker:
 
     # -- loop ----------------------------------------------------------------------------------------
     def run(self) -> int:
-        logger.info("worker %s started", self.config.worker_id, extra={**self.log_extra, "event": "worker_started"})
+        """Poll and run jobs until stopped (or, in burst mode, until nothing is left to start)."""
+        logger.info("worker %s started with %d slot(s)", self.config.worker_id, len(self._slots),
+                    extra={**self.log_extra, "event": "worker_started"})
         try:
             while not self.stopping:
                 try:
-                    ran = self.run_once()
+                    started = self.fill_slots()
                 except AccessDenied:
                     raise  # a refused token will not work on the next poll either
                 except Exception as exc:  # the edge of the loop: a server down must not end a long-running worker
@@ -89,29 +98,57 @@ class Worker:
                         raise
                     logger.exception("poll failed, trying again in %.0f s: %s", self.config.loop_interval, exc,
                                      extra={**self.log_extra, "event": "poll_failed"})
-                    ran = False
-                if ran:
+                    started = 0
+                if started:
                     continue
-                if self.config.loop_interval < 0:
-                    break
-                self._stopping.wait(self.config.loop_interval)
+                with self._changed:
+                    if not self._running and self.config.loop_interval < 0:
+                        break
+                    # Wake when a job ends (a slot to fill) or when the next poll is due.
+                    timeout = None if self.config.loop_interval < 0 else self.config.loop_interval
+                    if not self.stopping:
+                        self._changed.wait(timeout)
         finally:
+            self._wait_for_jobs()
             self.source.close()
         logger.info("worker %s stopped after %d job(s)", self.config.worker_id, self.jobs_run,
                     extra={**self.log_extra, "event": "worker_stopped"})
         return 0
 
-    def run_once(self) -> bool:
-        """One poll: scan, then claim and run the first job that can be had. True if a job ran."""
+    def fill_slots(self) -> int:
+        """One poll: claim jobs for the free slots, oldest first, and start them. Returns how many started."""
+        free = self._free_slots()
+        if not free:
+            return 0
+        started = 0
         for candidate in self.scan():
-            if self.stopping:
-                return False
+            if self.stopping or not free:
+                break
             lease = self._acquire(candidate)
             if lease is None:
                 continue
-            self._execute(lease)
-            return True
-        return False
+            self._start(lease, free.pop(0))
+            started += 1
+        return started
+
+    def _free_slots(self) -> list[str | None]:
+        with self._changed:
+            return [slot for slot in self._slots if slot not in self._running]
+
+    def _start(self, lease: jobs.Lease, slot: str | None) -> None:
+        thread = threading.Thread(target=self._execute, args=(lease, slot), name=f"job-{lease.job.job_id}")
+        with self._changed:
+            self._running[slot] = (thread, None)
+        thread.start()
+
+    def _wait_for_jobs(self) -> None:
+        while True:
+            with self._changed:
+                threads = [thread for thread, _ in self._running.values()]
+            if not threads:
+                return
+            for thread in threads:
+                thread.join()
 
     # -- scanning ------------------------------------------------------------------------------------
     def scan(self) -> list[Candidate]:
@@ -223,7 +260,19 @@ class Worker:
                     extra={**extra, "event": "job_claimed"})
         return lease
 
-    def _execute(self, lease: jobs.Lease) -> None:
+    def _execute(self, lease: jobs.Lease, slot: str | None) -> None:
+        """Run one claimed job to its end (in its slot's thread), then free the slot."""
+        try:
+            self._run_job(lease, slot)
+        except Exception:  # the edge of a job: log it; the lease expires and another worker takes over
+            logger.exception("job %s: unexpected error in the worker", lease.job.job_id,
+                             extra={"job_id": lease.job.job_id, "project": lease.store.name})
+        finally:
+            with self._changed:
+                self._running.pop(slot, None)
+                self._changed.notify_all()
+
+    def _run_job(self, lease: jobs.Lease, slot: str | None) -> None:
         job = lease.job
         work_dir = self._job_work_dir(lease.store, job.job_id)
         self.jobs_run += 1
@@ -240,8 +289,12 @@ class Worker:
             return
         shared = (Path(self.config.checkpoint_dir) / work_dir.parent.name / work_dir.name
                   if self.config.checkpoint_dir else None)
-        execution = JobExecution(lease, handler, work_dir, self.config.execution, shared_resume_dir=shared)
-        self._current = execution
+        settings = self.config.execution
+        if slot is not None:  # the child sees only its own GPU (as device 0)
+            settings = replace(settings, child=replace(settings.child, visible_devices=slot))
+        execution = JobExecution(lease, handler, work_dir, settings, shared_resume_dir=shared)
+        with self._changed:
+            self._running[slot] = (self._running[slot][0], execution)
         self._active_claims.add(lease.response.claim_id or "")
         if self.stopping:  # a signal arrived between the claim and now
             execution.request_stop(Stop.INTERRUPTED, "interrupted: the worker is shutting down")
@@ -249,7 +302,6 @@ class Worker:
         try:
             outcome = execution.run()
         finally:
-            self._current = None
             self._active_claims.discard(lease.response.claim_id or "")
         if outcome.state is not None:
             self._finished[(lease.store.name, job.job_id)] = outcome.state.value
@@ -261,9 +313,12 @@ class Worker:
         return Path(self.config.work_dir) / slug / f"job_{job_id}"
 
     def _clean_work_dirs(self, keep: Path) -> None:
-        """Keep the newest ``keep_jobs`` job folders (logs, caches) and remove older ones."""
+        """Keep the newest ``keep_jobs`` job folders (logs, caches) and remove older ones — never the
+        folder of a job still running in another slot."""
         root = Path(self.config.work_dir)
-        folders = sorted((p for p in root.glob("*/job_*") if p.is_dir() and p != keep),
+        with self._changed:
+            busy = {execution.work_dir for _, execution in self._running.values() if execution is not None}
+        folders = sorted((p for p in root.glob("*/job_*") if p.is_dir() and p != keep and p not in busy),
                          key=lambda p: p.stat().st_mtime, reverse=True)
         for old in folders[max(0, self.config.keep_jobs - 1):]:
             shutil.rmtree(old, ignore_errors=True)

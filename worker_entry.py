@@ -73,6 +73,9 @@ def _split_paths(ctx, param, value):
               help="After a stop request (cancel, shutdown), how long a job may take to save before it is killed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where handlers run their models.")
+@click.option("--gpus", default="", metavar="auto|0,1,...",
+              help="Run one job per GPU at the same time: 'auto' (every visible GPU) or a list of GPU ids. "
+                   "Default: one job at a time.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines on stderr: text, or one JSON object per line.")
 @click.option("--in-process", is_flag=True,
@@ -81,7 +84,7 @@ def _split_paths(ctx, param, value):
               help="Print the jobs of every reachable project (or --local folder) as a table and exit.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local_paths, handler_paths,
-         checkpoint_dir, lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, log_format,
+         checkpoint_dir, lease_seconds, heartbeat_seconds, max_retries, grace_seconds, device, gpus, log_format,
          in_process, list_jobs, verbose):
     """Poll Codex projects for GPU jobs (gpu_jobs/manifest.yaml), run them, and write the results back."""
     worker_id = worker_id or default_worker_id()
@@ -89,6 +92,9 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
     if heartbeat_seconds * 2 > lease_seconds:
         raise click.UsageError("--heartbeat-seconds must be at most half of --lease-seconds, "
                                "or a slow heartbeat would let the lease lapse")
+    gpu_ids = _parse_gpus(gpus)
+    if gpu_ids and in_process:
+        raise click.UsageError("--gpus needs job processes (each sees only its GPU); drop --in-process")
     source = _build_source(local_paths, token, gitlab_url)
     if list_jobs:
         try:
@@ -105,7 +111,7 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
     config = WorkerConfig(
         worker_id=worker_id, work_dir=work_dir, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
         max_retries=max_retries, loop_interval=loop_interval, keep_jobs=keep_jobs,
-        handler_paths=handler_paths, checkpoint_dir=checkpoint_dir, execution=execution,
+        handler_paths=handler_paths, checkpoint_dir=checkpoint_dir, gpus=gpu_ids, execution=execution,
     )
     worker = Worker(source, config)
     _install_signal_handlers(worker)
@@ -114,6 +120,21 @@ def main(token, worker_id, gitlab_url, work_dir, loop_interval, keep_jobs, local
     except StorageError as exc:  # e.g. a refused token: say so plainly, without a traceback
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _parse_gpus(value: str) -> list[str]:
+    value = (value or "").strip()
+    if not value:
+        return []
+    if value == "auto":
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    ids = [part.strip() for part in value.split(",") if part.strip()]
+    if not all(part.isdigit() for part in ids) or len(set(ids)) != len(ids):
+        raise click.BadParameter(f"{value!r} is not 'auto' or a list of distinct GPU ids like 0,1,2",
+                                 param_hint="--gpus")
+    return ids
 
 
 def _build_source(local_paths, token, gitlab_url):

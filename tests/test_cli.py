@@ -113,3 +113,11 @@ def test_readme_documents_every_option():
                 assert f"`{name}" in readme, f"{name} is not documented in README.md"
         if getattr(param, "envvar", None):
             assert f"`{param.envvar}`" in readme, f"{param.envvar} is not documented in README.md"
+
+
+def test_gpus_must_be_auto_or_distinct_ids(runner, tmp_path):
+    result = runner.invoke(worker_entry.main, ["--local", str(tmp_path), "--gpus", "0,0"])
+    assert result.exit_code == 2
+    assert "is not 'auto' or a list of distinct GPU ids" in result.output
+    result = runner.invoke(worker_entry.main, ["--local", str(tmp_path), "--gpus", "0,1", "--in-process"])
+    assert result.exit_code == 2 and "--gpus needs job processes" in result.output

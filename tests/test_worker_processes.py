@@ -135,3 +135,25 @@ def test_preempted_training_resumes_from_a_shared_checkpoint_dir(tmp_path, recor
     env = _preempt_and_resume(tmp_path, record_dir, "--checkpoint-dir", str(shared))
     assert not list(shared.rglob("epoch.txt"))
     assert not (env.root / "gpu_jobs" / "job_tr" / "resume").exists()
+
+
+def test_one_job_per_gpu_runs_them_side_by_side(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job(f"g{i}", minutes_ago=10 - i, probe={"behaviour": "gpu", "seconds": 1.5})
+                        for i in range(4)])
+    worker = start_worker(env.root, tmp_path, "multi", "--loop-interval", "-1", "--gpus", "0,1")
+    assert worker.wait(timeout=120) == 0
+    holding: dict[str, str] = {}  # job -> GPU, while the job runs
+    overlapped = False
+    for job, event in executions(record_dir):
+        if event.startswith("gpu="):
+            gpu = event.removeprefix("gpu=")
+            assert gpu in {"0", "1"}, gpu
+            assert gpu not in holding.values(), f"{job} got GPU {gpu} while another job held it"
+            holding[job] = gpu
+            overlapped = overlapped or len(holding) > 1
+        elif event == "end":
+            holding.pop(job)
+    assert overlapped  # two GPUs, two jobs at a time
+    for i in range(4):
+        assert env.response(f"g{i}")["state"] == "completed"

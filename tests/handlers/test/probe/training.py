@@ -37,6 +37,14 @@ def run(job_context, callbacks):
             callbacks.heartbeat(epochs_completed=epoch, message=f"step {epoch}")
         _record(job_context, "done")
         return {"success": True, "checkpoint_path": "gpu_jobs/x.pt", "echo": job_context.get("name")}
+    if behaviour == "gpu":  # which GPU the worker gave this job, and when it held it
+        _record(job_context, "gpu=" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            callbacks.heartbeat(message="holding the GPU")
+        _record(job_context, "end")
+        return {"success": True}
     if behaviour == "fail":
         return {"success": False, "error_message": "the data had no recordings"}
     if behaviour == "mark":
