@@ -586,3 +586,22 @@ def test_on_gitlab_audio_comes_from_lfs_and_generated_takes_go_to_lfs_only(tmp_p
         store.close()
     finally:
         server.stop()
+
+
+def test_progress_logs_plain_lines_when_not_on_a_terminal(caplog):
+    from handlers.common import Progress
+
+    class Callbacks:
+        messages: list = []
+
+        def heartbeat(self, epochs_completed=None, message=None):
+            self.messages.append(message)
+
+    callbacks = Callbacks()
+    progress = Progress(callbacks, "fetching audio", 3, every_seconds=3600)
+    with caplog.at_level("INFO"):
+        for done in (1, 2, 3):
+            progress.update(done)
+    assert callbacks.messages == ["fetching audio 1/3", "fetching audio 3/3"]  # first, then throttled to the end
+    assert [r.getMessage() for r in caplog.records if r.name == "handlers.common.reports"] == [
+        "fetching audio 1/3", "fetching audio 3/3"]

@@ -10,10 +10,13 @@ the worker and the translators' repository can bear.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
+
+from tqdm import tqdm
 
 from codex import CellRef, Selection
 
@@ -110,12 +113,27 @@ class Progress:
         self.total = total
         self.every_seconds = every_seconds
         self._last: float | None = None
+        # A bar for a person at a terminal; plain log lines (which also reach logs.txt) otherwise.
+        self._bar = tqdm(total=total, desc=label, leave=False) if total and _on_terminal() else None
 
     def update(self, done: int, *, force: bool = False) -> None:
         if self.total == 0 and not force:   # nothing to do, nothing to report
             return
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            if done >= self.total:
+                self._bar.close()
         now = time.monotonic()
         due = self._last is None or now - self._last >= self.every_seconds or done >= self.total
         if force or due:
+            if self._bar is None:
+                logger.info("%s %d/%d", self.label, done, self.total)
             self.callbacks.heartbeat(message=f"{self.label} {done}/{self.total}")
             self._last = now
+
+
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
