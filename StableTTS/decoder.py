@@ -88,13 +88,13 @@ class DecoderEstimator(nn.Module):
         t_emb = self.time_mlp(t)  # (B, C)
         x = self.in_proj(torch.cat((x, cond), dim=1)) * mask  # noise channels first: (B, C, T)
         n_skip = len(self.lsc_layers)
-        skips = []
+        skips = []  # the INPUTS of the first-half blocks: in_proj output, then blocks 0 .. n_skip-2 outputs
         for i, block in enumerate(self.blocks):
-            if i >= n_skip:  # second half: fuse the mirrored first-half output (last saved first)
-                x = self.lsc_layers[i - n_skip](torch.cat((x, skips.pop()), dim=1) * mask)
-            x = block(x, t_emb, c, mask, pair_mask)
             if i < n_skip:
                 skips.append(x)
+            else:  # second half: block n_skip + j fuses the input of block n_skip - 1 - j (last saved first)
+                x = self.lsc_layers[i - n_skip](torch.cat((x, skips.pop()), dim=1) * mask)
+            x = block(x, t_emb, c, mask, pair_mask)
         return self.final_proj(x * mask) * mask
 
     def forward(self, x, mask, mu, t, c):

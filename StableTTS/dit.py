@@ -15,7 +15,10 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-LAYER_NORM_EPS = 1e-6  # DiT's value for its non-affine norms (not in the state_dict, so not checkable there)
+# Epsilon of the two non-affine norms in every DiT block. The published v1.1 model uses PyTorch's LayerNorm
+# default, 1e-5 (DiT's customary 1e-6 is only in upstream's older models/dit.py, which v1.1 does not import). Not
+# in the state_dict, so a wrong value loads silently; it shifts outputs of quiet (low-variance) frames most.
+LAYER_NORM_EPS = 1e-5
 
 
 def sequence_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch.Tensor:

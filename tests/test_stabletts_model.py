@@ -447,3 +447,136 @@ def test_batch_cli_writes_one_wav_per_row(tiny_checkpoint, tmp_path):
     assert [r["id"] for r in rows] and {r["id"]: r["unknown_characters"] for r in rows}["GEN 1:2"] == "©"
     result = CliRunner().invoke(batch_tts_inference.main, args + ["--text-column", "verse"])
     assert result.exit_code != 0 and "no 'verse' column" in result.output
+
+
+# --- agreement with the published v1.1 definition (checked without upstream code) --------------------------
+# Each test pins one fact of the published model that a side-by-side run against upstream found (or confirmed);
+# every expected value comes from an independent numpy formula or a structural property of that definition.
+
+def _np_layer_norm(x: np.ndarray, eps: float) -> np.ndarray:  # over channels of (C, T)
+    mean = x.mean(axis=0, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=0, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps)
+
+
+def _np_conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """'same' 1-D convolution (odd kernel, zero padding): x (C_in, T), weight (C_out, C_in, K) -> (C_out, T)."""
+    k = weight.shape[-1]
+    padded = np.pad(x, ((0, 0), (k // 2, k // 2)))
+    t = x.shape[1]
+    return np.einsum("oik,ikt->ot", weight, np.stack([padded[:, j : j + t] for j in range(k)], axis=1)) + bias[:, None]
+
+
+def _np_silu(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.exp(-x))
+
+
+def _np_rotary(x: np.ndarray, n_rot: int) -> np.ndarray:
+    """Rotate-half RoPE (base 10000) on the first n_rot channels of x (T, D); positions 0..T-1."""
+    t = x.shape[0]
+    theta = 10000.0 ** (-np.arange(0, n_rot, 2) / n_rot)  # (n_rot / 2,)
+    angles = np.arange(t)[:, None] * np.concatenate([theta, theta])[None, :]  # (T, n_rot)
+    rot, rest = x[:, :n_rot], x[:, n_rot:]
+    half = n_rot // 2
+    rotated_half = np.concatenate([-rot[:, half:], rot[:, :half]], axis=1)
+    return np.concatenate([rot * np.cos(angles) + rotated_half * np.sin(angles), rest], axis=1)
+
+
+def numpy_dit_block(block, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The published DiT block for one unpadded sequence, in float64 numpy: adaLN-Zero modulation split
+    (shift, scale, gate) × (attention, FFN), LayerNorm eps 1e-5 (torch's default, as upstream v1.1 uses),
+    rotary on the first half of each head, SiLU conv FFN."""
+    p = {k: v.detach().double().numpy() for k, v in block.state_dict().items()}
+    channels, t = x.shape
+    mod = p["adaLN_modulation.2.weight"] @ _np_silu(c) + p["adaLN_modulation.2.bias"]
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (m[:, None] for m in np.split(mod, 6))
+    h = _np_layer_norm(x, 1e-5) * (1 + scale_msa) + shift_msa
+    n_heads = block.attn.n_heads
+    d = channels // n_heads
+
+    def proj(name, inp):
+        return p[f"attn.{name}.weight"][:, :, 0] @ inp + p[f"attn.{name}.bias"][:, None]
+
+    q, k, v = proj("conv_q", h), proj("conv_k", h), proj("conv_v", h)
+    heads = []
+    for i in range(n_heads):
+        sl = slice(i * d, (i + 1) * d)
+        qh, kh, vh = _np_rotary(q[sl].T, d // 2), _np_rotary(k[sl].T, d // 2), v[sl].T  # (T, d)
+        scores = qh @ kh.T / np.sqrt(d)
+        weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        heads.append((weights @ vh).T)
+    x = x + gate_msa * proj("conv_o", np.concatenate(heads, axis=0))
+    h = _np_layer_norm(x, 1e-5) * (1 + scale_mlp) + shift_mlp
+    ffn = _np_silu(_np_conv1d(h, p["mlp.conv_1.weight"], p["mlp.conv_1.bias"]))
+    return x + gate_mlp * _np_conv1d(ffn, p["mlp.conv_2.weight"], p["mlp.conv_2.bias"])
+
+
+def test_dit_block_matches_numpy_definition_including_layer_norm_eps():
+    model = randomized_tiny(7)
+    block = model.encoder.encoder[0]
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(1, 64, generator=g)
+    # Quiet frames (std 3e-3, variance ≈ 1e-5) make the LayerNorm epsilon matter: with DiT's 1e-6 instead of
+    # upstream v1.1's 1e-5 the normalised values differ by tens of percent.
+    for scale in (1.0, 3e-3):
+        x = torch.randn(1, 64, 13, generator=g) * scale
+        with torch.no_grad():
+            got = block(x, c, torch.ones(1, 1, 13), None)[0].double().numpy()
+        expected = numpy_dit_block(block, x[0].double().numpy(), c[0].double().numpy())
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5 * np.abs(expected).max())
+    for module in model.modules():
+        if isinstance(module, StableTTS.dit.DiTBlock):
+            assert module.norm1.eps == module.norm2.eps == 1e-5
+
+
+def test_time_embedding_is_sin_then_cos_of_1000t():
+    t = torch.tensor([0.0, 0.3, 1.0])
+    emb = StableTTS.dit.sinusoidal_embedding(t, 256).double().numpy()
+    assert emb.shape == (3, 256)
+    np.testing.assert_array_equal(emb[0], np.r_[np.zeros(128), np.ones(128)])  # t = 0: [sin 0…, cos 0…]
+    freqs = np.exp(-np.arange(128) * np.log(10000) / 127)  # 10000^(-k / (half - 1))
+    args = 1000 * t.double().numpy()[:, None] * freqs[None, :]
+    np.testing.assert_allclose(emb, np.c_[np.sin(args), np.cos(args)], atol=2e-4)  # float32 args up to 1000
+
+
+def test_time_film_is_gamma_times_x_plus_beta_with_gamma_first():
+    film = StableTTS.decoder.TimeFiLM(4, 8)
+    with torch.no_grad():
+        film.film.weight.zero_()
+        film.film.bias.copy_(torch.tensor([2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]))  # [gamma | beta]
+    x = torch.randn(2, 4, 5)
+    torch.testing.assert_close(film(x, torch.randn(2, 8)), 2 * x + 3)
+    with torch.no_grad():
+        film.film.bias.zero_()
+    assert not film(x, torch.randn(2, 8)).any()  # no "+1": an all-zero FiLM outputs zeros, not x
+
+
+def test_long_skips_fuse_the_inputs_of_the_first_half_blocks():
+    """Upstream's decoder stacks x BEFORE each first-half block (in_proj output, then block 0, 1 outputs) and
+    block n_skip + j concatenates [its input, input of block n_skip - 1 - j] before lsc_layers[j]."""
+    torch.manual_seed(0)
+    model = build_model("tiny", n_dec_layers=6).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adaLN_modulation" in name:
+                p.normal_(0.0, 0.2)
+    est = model.decoder.estimator
+    block_in, lsc_in = {}, {}
+    hooks = [b.register_forward_hook(lambda m, a, o, i=i: block_in.__setitem__(i, (a[0], o)))
+             for i, b in enumerate(est.blocks)]
+    hooks += [layer.register_forward_hook(lambda m, a, o, j=j: lsc_in.__setitem__(j, a[0]))
+              for j, layer in enumerate(est.lsc_layers)]
+    try:
+        with torch.no_grad():
+            est(torch.randn(1, 128, 11), torch.ones(1, 1, 11), torch.randn(1, 128, 11), torch.tensor([0.4]),
+                torch.randn(1, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+    n_skip, h = 3, 64
+    for j in range(n_skip):
+        fused = lsc_in[j]  # (1, 2h, T): [current x | skip]
+        torch.testing.assert_close(fused[:, :h], block_in[n_skip + j - 1][1])  # previous block's output
+        torch.testing.assert_close(fused[:, h:], block_in[n_skip - 1 - j][0])  # input of the mirrored block
+        assert not torch.allclose(fused[:, h:], block_in[n_skip - 1 - j][1])  # … not its output
