@@ -110,10 +110,10 @@ def train_asr(
     processor = make_processor(vocabulary, feature_extractor)
     save_processor(processor, layout.processor)
 
-    if config.preset:
-        model = model_from_preset(config.preset, vocabulary)
-    elif base_dir is not None:
+    if base_dir is not None:  # an earlier job's model outranks a preset: continuing it is the point
         model = model_from_checkpoint(base_dir, vocabulary)
+    elif config.preset:
+        model = model_from_preset(config.preset, vocabulary)
     else:
         model = model_from_base(config.base_model, vocabulary)
     install_padding_guard(model)

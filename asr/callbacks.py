@@ -47,7 +47,7 @@ class MetricsCsv:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".csv.part")
         with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(METRICS_COLUMNS), extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=list(METRICS_COLUMNS), extrasaction="ignore", lineterminator="\n")
             writer.writeheader()
             writer.writerows(kept)
         tmp.replace(self.path)

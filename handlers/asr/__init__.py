@@ -1,0 +1,1 @@
+"""Speech-recognition job handlers (``handlers/asr/<model>/<mode>.py``)."""

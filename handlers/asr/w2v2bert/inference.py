@@ -1,0 +1,36 @@
+"""ASR inference with Wav2Vec2-BERT: text for every verse cell that has a recording and no text.
+
+Needs ``model.base_checkpoint``: the ``checkpoint_path`` of a finished ASR training job
+(``gpu_jobs/job_<id>/model/asr_model.pth.tar``, ours or the earlier worker's), extracted safely. Nothing is
+written when it is missing or unusable. Result: ``cells_transcribed``, ``errors_count``, ``files_modified``
+(the earlier worker's keys) and the skip counts. See ``transcription.py``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from handlers.common import ProjectFileMissing, load_notebooks
+from storage import UnsafePath
+
+from .job_inputs import BASE_CHECKPOINT, JobInputError, TranscriptionSettings, failure, fetch_base_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def run(job_context, callbacks) -> dict:
+    try:
+        settings = TranscriptionSettings.from_job(callbacks)
+        checkpoint = fetch_base_checkpoint(callbacks, Path(callbacks.get_work_dir()))
+        if checkpoint is None:
+            return failure(f"An ASR inference job needs {BASE_CHECKPOINT}: the checkpoint_path of a finished ASR "
+                           "training job (gpu_jobs/job_<id>/model/asr_model.pth.tar)")
+        # Imported only now: torch and transformers take seconds to load, and a job whose model is missing
+        # or refused fails without waiting for them.
+        from .transcription import load_model, transcribe_cells
+
+        model = load_model(callbacks, checkpoint, f"{BASE_CHECKPOINT} {callbacks.get_job_config(BASE_CHECKPOINT)}")
+    except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
+        return failure(str(exc))
+    notebooks = load_notebooks(callbacks.scanner)
+    return {"success": True, **transcribe_cells(callbacks, notebooks, model, settings)}

@@ -1,0 +1,136 @@
+"""What an ASR job reads besides its notebooks: its settings and the models its manifest names.
+
+* ``model.base_checkpoint`` -- the ``model/asr_model.pth.tar`` of an earlier job (ours or the earlier
+  worker's). It comes out of a translators' repository, so it is untrusted: ``asr.archive`` extracts it,
+  refusing absolute paths, ``..`` and links that leave the folder before writing a byte.
+* ``model.base_model`` -- the pretrained encoder to fine-tune: a Hugging Face hub id (default
+  ``facebook/w2v-bert-2.0``), a folder on the worker, or a model folder or archive inside the project
+  (fetched first).
+* ``model.preset`` -- ``tiny``/``small``: a random model built in code (tests, the demo); no network.
+
+Anything a translator or an admin can fix is raised as ``JobInputError`` with a message that names the
+manifest key; the handlers turn it into a failed job (``failure``). Nothing here imports torch or
+transformers (seconds of start-up), so a job whose inputs are wrong fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asr.archive import extract_model_archive, find_model_folder
+from handlers.common import fetch_project_file
+from storage import UnsafePath, confine_path
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "W2V2BERT"         # edits are authored "ASR W2V2BERT"
+SAMPLE_RATE = 16_000            # what the feature extractor expects
+BASE_CHECKPOINT = "model.base_checkpoint"
+BASE_MODEL = "model.base_model"
+INPUTS_DIR = "inputs"           # under the work dir: models fetched from the project
+
+
+class JobInputError(ValueError):
+    """A manifest value, or a file it names, that the job cannot use. The message is for translators."""
+
+
+def failure(message: str) -> dict[str, Any]:
+    """A failed job result; the message is what the plugin shows (details are in logs.txt)."""
+    logger.error("%s", message)
+    return {"success": False, "error_message": message}
+
+
+def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
+    """The extracted model folder of ``model.base_checkpoint``, or None when the manifest names none."""
+    name = callbacks.get_job_config(BASE_CHECKPOINT)
+    if not name:
+        return None
+    inputs = work / INPUTS_DIR
+    # Saved under its own name: the library's messages about the archive name the file the translator knows.
+    local = inputs / "archives" / Path(str(name)).name
+    archive = fetch_project_file(callbacks, str(name), local, field=BASE_CHECKPOINT)
+    folder = _extract(archive, inputs / "base_checkpoint", f"{BASE_CHECKPOINT} {name}")
+    logger.info("Base checkpoint %s extracted to %s", name, folder)
+    return folder
+
+
+def resolve_base_model(callbacks, work: Path) -> str | None:
+    """``model.base_model`` as something ``from_pretrained`` can load: a project folder or archive is
+    fetched into the work dir first; a hub id or a folder on this machine is passed on as it is.
+    None when the manifest names none (the library's default applies)."""
+    name = callbacks.get_job_config(BASE_MODEL)
+    if not name:
+        return None
+    name = str(name)
+    try:
+        path = confine_path(name, what=BASE_MODEL)
+    except UnsafePath:
+        return name     # an absolute folder on the worker, or a hub id that is no project path
+    scanner = callbacks.scanner
+    files = scanner.list_files(path)
+    dest = work / INPUTS_DIR / "base_model"
+    if files:
+        shutil.rmtree(dest, ignore_errors=True)
+        for file in files:
+            fetch_project_file(callbacks, file, dest / file[len(path) + 1:], field=BASE_MODEL)
+        try:
+            folder = find_model_folder(dest)
+        except (ValueError, FileNotFoundError) as exc:
+            raise JobInputError(f"{BASE_MODEL} {name} is not a model folder: {exc}") from exc
+    elif scanner.exists(path):
+        archive = fetch_project_file(callbacks, path, work / INPUTS_DIR / "archives" / Path(path).name,
+                                     field=BASE_MODEL)
+        folder = _extract(archive, dest, f"{BASE_MODEL} {name}")
+    else:
+        return name
+    logger.info("Base model %s fetched from the project to %s", name, folder)
+    return str(folder)
+
+
+def _extract(archive: Path, dest: Path, what: str) -> Path:
+    # A folder left by an earlier attempt must not mix its files with this archive's.
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        return extract_model_archive(archive, dest)
+    except (ValueError, FileNotFoundError) as exc:      # UnsafeArchiveError is a ValueError
+        raise JobInputError(f"{what} cannot be used: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TranscriptionSettings:
+    """How to transcribe: ``inference.batch_size`` (else ``batch_size``; 16), ``inference.suppress_unk``
+    (true), ``inference.unk_replacement`` (""), ``model.language`` (recorded with each transcription)."""
+
+    batch_size: int = 16
+    suppress_unk: bool = True       # write unk_replacement where the model hears no known character
+    unk_replacement: str = ""
+    language: str | None = None
+
+    @classmethod
+    def from_job(cls, callbacks) -> "TranscriptionSettings":
+        batch = callbacks.get_job_config("inference.batch_size",
+                                         callbacks.get_job_config("batch_size", cls.batch_size))
+        try:
+            batch_size = int(batch)
+        except (TypeError, ValueError):
+            raise JobInputError(f"inference.batch_size must be a whole number, not {batch!r}") from None
+        if batch_size < 1:
+            raise JobInputError(f"inference.batch_size must be at least 1, not {batch_size}")
+        language = callbacks.get_job_config("model.language")
+        suppress_unk = callbacks.get_job_config("inference.suppress_unk", True)
+        return cls(batch_size=batch_size, suppress_unk=_flag(suppress_unk, "inference.suppress_unk"),
+                   unk_replacement=str(callbacks.get_job_config("inference.unk_replacement", "")),
+                   language=str(language) if language else None)
+
+
+def _flag(value: Any, key: str) -> bool:
+    # YAML gives booleans; a plugin that writes strings gets the same meaning.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise JobInputError(f"{key} must be true or false, not {value!r}")

@@ -1,0 +1,34 @@
+"""ASR training, then inference with the model just trained: the training job's outputs and result keys,
+and text for every verse cell that has a recording and no text (the inference job's result keys).
+
+``model.base_checkpoint`` is honoured as in training (the earlier worker ignored it in this mode). A worker
+that takes the job over during transcription reuses the uploaded model. See ``training_run.py`` and
+``transcription.py``.
+"""
+from __future__ import annotations
+
+import logging
+
+from handlers.common import ProjectFileMissing, load_notebooks
+from storage import UnsafePath
+
+from .job_inputs import JobInputError, TranscriptionSettings, failure
+from .training_run import train_model
+from .transcription import load_model, transcribe_cells
+
+logger = logging.getLogger(__name__)
+
+
+def run(job_context, callbacks) -> dict:
+    notebooks = load_notebooks(callbacks.scanner)
+    try:
+        settings = TranscriptionSettings.from_job(callbacks)    # a bad setting fails before hours of training
+        trained = train_model(callbacks, job_context, notebooks, inference_follows=True)
+        model = load_model(callbacks, trained.archive, "the model this job trained")
+    except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
+        return failure(str(exc))
+    # Re-read: the cells that need text are those of the project as it is now, not before training.
+    notebooks = load_notebooks(callbacks.scanner)
+    transcribed = transcribe_cells(callbacks, notebooks, model, settings)
+    callbacks.clear_resume_state()
+    return {"success": True, **trained.result, **transcribed}

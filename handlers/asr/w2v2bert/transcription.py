@@ -1,0 +1,79 @@
+"""The transcription step of the ASR inference modes: cells with a recording and no text get the text the
+model hears.
+
+Cells: the verse cells with a usable take and no text (the job's ``inference`` filter), their takes decoded
+to 16 kHz mono WAV by ``handlers.common``. Text: ``inference_w2v2bert_asr.transcribe`` in chunks, with a
+heartbeat after each ("transcribing 40/120 verses"), which is also where a stop surfaces. Write-back:
+``handlers.common.write_transcriptions`` -- the cell value with an ``llm-generation`` edit by
+``ASR W2V2BERT`` (an ``initial-import`` edit first for text without history), and the take's
+``transcription``; a cell a translator changed during the job keeps the translator's text. The manifest
+keys are read by ``job_inputs.TranscriptionSettings``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging as hf_logging
+
+from handlers.common import UNDECODABLE_AUDIO, SkipReport, Transcript, cells_needing_text, write_transcriptions
+from inference_w2v2bert_asr import load_transcriber, prepare_model_dir, transcribe
+
+from .job_inputs import MODEL_NAME, SAMPLE_RATE, JobInputError, TranscriptionSettings
+
+logger = logging.getLogger(__name__)
+
+#: Batches per transcription chunk: one heartbeat (and stop check) per chunk.
+BATCHES_PER_CHUNK = 4
+
+
+def load_model(callbacks, model: Path, what: str) -> Path:
+    """The model folder of ``model`` (a folder or a local archive, extracted safely), loaded once to check
+    that it is a usable ASR model; ``what`` names it in the error a translator sees."""
+    hf_logging.disable_progress_bar()   # a loading bar per model would clutter the worker's console
+    callbacks.heartbeat(message="loading the ASR model")
+    try:
+        folder = model
+        if model.is_file():
+            folder = Path(callbacks.get_work_dir()) / "model"
+            shutil.rmtree(folder, ignore_errors=True)     # never mix with a model of an earlier attempt
+            folder = prepare_model_dir(model, folder)
+        load_transcriber(folder, device=callbacks.get_device())      # cached: transcribe() reuses it
+    except (ValueError, OSError) as exc:         # unsafe archive, no config.json or vocab.json, bad weights
+        logger.exception("Cannot load the ASR model %s", model)
+        raise JobInputError(f"{what} is not a usable ASR model: {exc}") from exc
+    return folder
+
+
+def transcribe_cells(callbacks, notebooks, model_dir: Path, settings: TranscriptionSettings) -> dict[str, Any]:
+    """Transcribe every cell needing text and write the texts back; returns the inference result keys
+    (``cells_transcribed``, ``errors_count``, ``files_modified``, ``skipped_reasons``)."""
+    work = Path(callbacks.get_work_dir())
+    needing = cells_needing_text(callbacks, notebooks, work, sample_rate=SAMPLE_RATE)
+    total = len(needing)
+    logger.info("%d cell(s) need a transcription", total)
+    failed = SkipReport()
+    transcripts: list[Transcript] = []
+    chunk = settings.batch_size * BATCHES_PER_CHUNK
+    callbacks.heartbeat(message=f"transcribing 0/{total} verses")
+    for start in range(0, total, chunk):
+        items = needing.items[start:start + chunk]
+        errors: dict[int, Exception] = {}
+        texts = transcribe(model_dir, [item.audio_path for item in items], batch_size=settings.batch_size,
+                           device=callbacks.get_device(), suppress_unk=settings.suppress_unk,
+                           unk_replacement=settings.unk_replacement, on_error=errors.__setitem__)
+        for index, (item, text) in enumerate(zip(items, texts)):
+            if index in errors:
+                failed.add(item.cell, UNDECODABLE_AUDIO, str(errors[index]))
+            else:
+                transcripts.append(Transcript(item.cell, text, settings.language))
+        callbacks.heartbeat(message=f"transcribing {start + len(items)}/{total} verses")
+    failed.log("while transcribing")
+    written = write_transcriptions(callbacks, transcripts, model_name=MODEL_NAME)
+    # errors_count covers every cell that needed text and did not get it, whatever the step.
+    written.skipped.extend(needing.skipped)
+    written.skipped.extend(failed)
+    return written.as_result()
