@@ -1,0 +1,1 @@
+"""Text-to-speech job handlers (``handlers/tts/<model>/<mode>.py``)."""

@@ -1,0 +1,45 @@
+"""TTS inference with StableTTS: a generated take for every verse cell that has text and no recording.
+
+Needs ``model.base_checkpoint`` (a ``best_model.pt`` of a training job; its ``.json`` sidecar gives the text
+front end). The voice is ``voice_reference`` when given; without one ("Use Default Voice") it is the
+median-length recording of the voice's training data (recorded in the sidecar), else of the project's
+current recordings, trimmed of silence -- see ``steps.py``. Manifest keys: ``inference.diffusion_steps``
+(10), ``inference.temperature`` (1.0), ``inference.length_scale`` (1.0), ``inference.cfg_scale`` (3.0),
+``inference.audio_format`` (webm: Opus at 48 kHz). Result: ``processed_count``, ``uploaded_count``, the
+skip counts, ``vocoder`` (``griffin-lim`` when no Vocos weights were available) and ``voice``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from handlers.common import load_notebooks
+
+from .steps import (
+    USER_ERRORS,
+    SynthesisSettings,
+    checkpoint_sidecar,
+    failure,
+    fetch_base_checkpoint,
+    load_job_voice,
+    synthesise_cells,
+    voice_reference,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def run(job_context, callbacks) -> dict:
+    work = Path(callbacks.get_work_dir())
+    try:
+        settings = SynthesisSettings.from_job(callbacks)
+        checkpoint = fetch_base_checkpoint(callbacks, work)
+        if checkpoint is None:
+            return failure("A TTS inference job needs model.base_checkpoint: the checkpoint_path of a finished "
+                           "TTS training job (gpu_jobs/job_<id>/checkpoint/best_model.pt)")
+        voice = load_job_voice(callbacks, checkpoint)
+        notebooks = load_notebooks(callbacks.scanner)
+        reference = voice_reference(callbacks, notebooks, checkpoint_sidecar(checkpoint), work)
+    except USER_ERRORS as exc:
+        return failure(str(exc))
+    return {"success": True, **synthesise_cells(callbacks, notebooks, voice, reference, settings)}

@@ -1,0 +1,24 @@
+"""TTS training with StableTTS: the project's recorded verses -> ``checkpoint/best_model.pt`` + metrics.
+
+Result: ``checkpoint_path``, ``best_epoch``, ``best_metric_value`` (the earlier worker's keys) plus clip and
+character counts. A stopped job resumes at its next epoch. See ``steps.py`` for the details.
+"""
+from __future__ import annotations
+
+import logging
+
+from handlers.common import load_notebooks
+
+from .steps import USER_ERRORS, failure, train_voice
+
+logger = logging.getLogger(__name__)
+
+
+def run(job_context, callbacks) -> dict:
+    notebooks = load_notebooks(callbacks.scanner)
+    try:
+        trained = train_voice(callbacks, job_context, notebooks)
+    except USER_ERRORS as exc:
+        return failure(str(exc))
+    callbacks.clear_resume_state()
+    return {"success": True, **trained.summary}

@@ -1,0 +1,54 @@
+"""The published StableTTS v1.1 weights on the Hugging Face hub: from the local cache, or downloaded when the
+hub can be reached and offline mode (``HF_HUB_OFFLINE=1``) is not set. Nothing here ever fails a job: a
+file that cannot be had is ``None`` and the caller falls back (and says so)."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from StableTTS.vocoder import HUB_REPO, HUB_TTS_FILE, HUB_VOCOS_FILE, cached_hub_file
+
+logger = logging.getLogger(__name__)
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+__all__ = ["HUB_REPO", "HUB_TTS_FILE", "HUB_VOCOS_FILE", "hub_file", "hub_reachable"]
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False in offline mode or when the hub's host does not answer within ``timeout`` seconds.
+
+    Checked once per process, because huggingface_hub itself retries an unreachable host for ~30 s.
+    """
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; a caller (or a test) may set it later.
+    if constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE:
+        logger.info("Hugging Face offline mode: using cached files only")
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as exc:
+        logger.info("The Hugging Face hub (%s) cannot be reached (%s): using cached files only", host, exc)
+        return False
+    return True
+
+
+def hub_file(filename: str, repo_id: str = HUB_REPO) -> Path | None:
+    """A file of ``repo_id``: cached, else downloaded when possible; None when it cannot be had."""
+    cached = cached_hub_file(filename, repo_id)
+    if cached is not None or not hub_reachable():
+        return cached
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename))
+    except Exception as exc:  # network, auth, disk: any of them means "not available here"
+        logger.warning("Could not download %s/%s: %s", repo_id, filename, exc)
+        return None
