@@ -736,6 +736,10 @@ def select_training_pairs(
                 selection.skipped.append(_skipped(ref, "no usable audio take"))
         elif not ref.text:
             selection.skipped.append(_skipped(ref, "no text"))
+        elif ref.audio_take.is_generated:  # never learn from our own synthesis
+            selection.skipped.append(_skipped(ref, "only a machine-generated take"))
+        elif text_source == "value" and _machine_written(cell):  # nor from our own transcriptions
+            selection.skipped.append(_skipped(ref, "machine-generated text"))
         else:
             selection.cells.append(ref)
     _log_selection("for training", selection)
@@ -792,6 +796,12 @@ def _value_edits(cell: Mapping) -> list[dict]:
         return []
     return [e for e in edits if isinstance(e, dict) and (e.get("editMap") == ["value"] or
                                                          ("editMap" not in e and "cellValue" in e))]
+
+
+def _machine_written(cell: Mapping) -> bool:
+    """The cell's text is as a model wrote it: its last value edit is an ``llm-generation`` nobody validated."""
+    edits = _value_edits(cell)
+    return bool(edits) and edits[-1].get("type") == "llm-generation" and not edits[-1].get("validatedBy")
 
 
 def _skipped(ref: CellRef, reason: str) -> SkippedCell:

@@ -573,3 +573,21 @@ def test_commit_leaves_unparsable_and_vanished_notebooks_alone(tmp_path):
     assert sorted(why for _, why in report.skipped) == ["the notebook could not be parsed",
                                                        "the notebook no longer exists"]
     assert (tmp_path / broken).read_text(encoding="utf-8") == '{"cells": [], "cells": []}'
+
+
+def test_training_pairs_never_include_our_own_output():
+    """A generated take, or text a model wrote and nobody validated, is not ground truth."""
+    human_take = dict([take(100)])
+    generated = {"audio-gen": {**take(200)[1], "isGenerated": True}}
+    asr_text = cell("MAT 1:3", "heard", attachments=human_take)
+    asr_text["metadata"]["edits"] = [{"editMap": ["value"], "value": "heard", "timestamp": NOW, "type":
+                                      "llm-generation", "author": "ASR m", "validatedBy": []}]
+    validated = json.loads(json.dumps(asr_text))
+    validated["metadata"]["id"] = "MAT 1:4"
+    validated["metadata"]["edits"][-1]["validatedBy"] = [{"username": "ana"}]
+    nb = codex.parse_notebook(notebook_text([cell("MAT 1:1", "spoken", attachments=human_take),
+                                             cell("MAT 1:2", "synthesised", attachments=generated),
+                                             asr_text, validated]), "files/target/MAT.codex")
+    selection = codex.select_training_pairs([nb])
+    assert [c.cell_id for c in selection.cells] == ["MAT 1:1", "MAT 1:4"]
+    assert sorted(s.reason for s in selection.skipped) == ["machine-generated text", "only a machine-generated take"]
