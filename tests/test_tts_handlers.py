@@ -183,7 +183,7 @@ def test_training_and_inference_never_trains_on_generated_takes(demo_run):
     assert result["checkpoint_path"] == f"gpu_jobs/job_{job['job_id']}/checkpoint/best_model.pt"
     assert demo_run.env.read_file(result["checkpoint_path"]) is not None
     # The inference job before it voiced the 6 verses without recordings: those takes are not training data.
-    assert result["skipped_clip_reasons"]["generated audio, not a recording"] == 6
+    assert result["skipped_clip_reasons"]["only a machine-generated take"] == 6
     assert result["train_clips"] + result["val_clips"] == 28
     assert result["audio_generated"] == 0 and result["processed_count"] == 0  # nothing is left to voice
     assert result["voice"] == f"voice_reference {job['voice_reference']}"
