@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -222,13 +223,15 @@ def test_bad_base_checkpoints_fail_cleanly_and_html_never_reaches_the_model(tmp_
     (env.root / "gpu_jobs/wrong").mkdir()
     torch.save(state, env.root / "gpu_jobs/wrong/best_model.pt")
     shutil.copyfile(env.root / "gpu_jobs/random/best_model.json", env.root / "gpu_jobs/wrong/best_model.json")
-    (env.root / "gpu_jobs/garbage.pt").write_bytes(os.urandom(2000))
+    for seed in (0, 2, 20):  # bytes on which torch.load raises UnpicklingError, IndexError and KeyError
+        (env.root / f"gpu_jobs/garbage{seed}.pt").write_bytes(random.Random(seed).randbytes(2000))
     shutil.copyfile(env.root / "gpu_jobs/random/best_model.pt", tmp_path / "outside.pt")
     cases = {  # job id -> (base_checkpoint, words the message must contain)
         "evil": ("gpu_jobs/evil/best_model.pt", ["cannot be used", "refused to load"]),
         "evil_training": ("gpu_jobs/evil/best_model.pt", ["cannot be used", "refused to load"]),
         "wrong": ("gpu_jobs/wrong/best_model.pt", ["cannot be used", "shape mismatches", "final_proj"]),
-        "garbage": ("gpu_jobs/garbage.pt", ["cannot be used", "not a torch checkpoint"]),
+        **{f"garbage{seed}": (f"gpu_jobs/garbage{seed}.pt", ["cannot be used", "not a", "torch checkpoint"])
+           for seed in (0, 2, 20)},
         "outside": ("../outside.pt", ["leaves the project"]),
         "absolute": (str(tmp_path / "outside.pt"), ["absolute"]),
         "missing": ("gpu_jobs/job_nothing/checkpoint/best_model.pt", ["not in the project"]),

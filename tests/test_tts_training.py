@@ -308,3 +308,14 @@ def test_cli_preprocesses_trains_from_an_audio_folder_and_resumes(tmp_path):
                                                    "0.1"])
     assert missing.exit_code == 1 and "none of the 4 recording(s) can be used" in missing.output
     assert json.loads((cache / "frontend.json").read_text())["kind"] == "phonemes"
+
+
+def test_the_training_library_never_imports_the_worker():
+    import subprocess
+    import sys
+
+    code = ("import sys, tts_training, train_stabletts, preprocess_stabletts; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'handlers', 'worker', 'jobs', 'job_process', 'storage', 'local_jobs', 'gitlab_jobs', 'codex'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

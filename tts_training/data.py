@@ -232,7 +232,14 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         nb = device.type == "cuda"
-        return Batch(*(t.to(device, non_blocking=nb) for t in (self.ids, self.id_lengths, self.mels, self.mel_lengths)))
+        return Batch(*(t.to(device, non_blocking=nb) for t in self._tensors()))
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True), so the copies to the GPU can overlap."""
+        return Batch(*(t.pin_memory() for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.ids, self.id_lengths, self.mels, self.mel_lengths
 
     def __len__(self) -> int:
         return self.ids.shape[0]

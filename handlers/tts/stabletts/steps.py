@@ -38,7 +38,6 @@ from typing import Any, Sequence
 import numpy as np
 
 import codex
-from codex import VerseFilter
 from handlers.base import JobInterrupted
 from handlers.common import (
     EMPTY_TEXT,
@@ -52,7 +51,6 @@ from handlers.common import (
     collect_training_pairs,
     fetch_cell_audio,
     fetch_project_file,
-    job_filter,
     job_paths,
     upload_job_files,
     write_generated_takes,
@@ -69,7 +67,6 @@ from tts_training import (HUB_VOCOS_FILE, NoTrainingData, TrainConfig, TrainHook
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "StableTTS"
-GENERATED = "generated audio, not a recording"  # skip reason
 MAX_REFERENCE_SECONDS = 30.0  # a longer voice reference adds compute, not voice
 
 
@@ -162,6 +159,10 @@ def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
         load_model(local)
     except CheckpointError as exc:
         raise CheckpointError(f"model.base_checkpoint {path} cannot be used: {_problem(exc, local, path)}") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load on arbitrary bytes raises KeyError, IndexError, ...
+        logger.info("Reading %s failed with %s: %s", path, type(exc).__name__, exc)
+        raise CheckpointError(f"model.base_checkpoint {path} cannot be used: not a readable torch checkpoint "
+                              f"({type(exc).__name__})") from None
     return local
 
 
@@ -228,30 +229,14 @@ def write_metrics(metrics: MetricsLog, history: Sequence[dict]) -> None:
         metrics.append(int(row["epoch"]), **{k: v for k, v in row.items() if k != "epoch"})
 
 
-def recordings_filter(callbacks, notebooks) -> tuple[VerseFilter, int]:
-    """The job's ``training`` filter, minus cells whose audio is a generated take: a voice is trained on the
-    team's recordings, never on TTS output (e.g. of an earlier inference job). Returns (filter, cells left out).
-    """
-    chosen = job_filter(callbacks, "training")
-    generated = [ref.cell_id for ref in codex.select_training_pairs(notebooks, chosen).cells
-                 if ref.audio_take is not None and ref.audio_take.is_generated]
-    if not generated:
-        return chosen, 0
-    logger.warning("Leaving out %d cell(s) whose audio is a generated take, not a recording: %s", len(generated),
-                   ", ".join(generated[:20]) + (" ..." if len(generated) > 20 else ""))
-    return VerseFilter(chosen.include, chosen.exclude | VerseFilter.from_lists(exclude=generated).exclude), \
-        len(generated)
-
-
 def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     """Collect the recordings, train (resuming when a state exists), upload checkpoint + metrics."""
     work = Path(callbacks.get_work_dir())
     paths = job_paths(job_context)
     base = fetch_base_checkpoint(callbacks, work)
     config = training_config(callbacks, base)
-    verse_filter, generated = recordings_filter(callbacks, notebooks)
-    collected = collect_training_pairs(callbacks, notebooks, work, max_seconds=config.max_clip_seconds,
-                                       verse_filter=verse_filter)
+    # codex's training pairs leave out generated takes and machine-written text: never our own output.
+    collected = collect_training_pairs(callbacks, notebooks, work, max_seconds=config.max_clip_seconds)
     utterances = [Utterance(item.cell.cell_id, item.text, item.audio_path, item.source_path) for item in collected]
     metrics = MetricsLog(work / "checkpoint" / "training_metrics.csv", TTS_METRICS_COLUMNS)
     beat = _Heartbeat(callbacks, metrics, paths.metrics)
@@ -268,7 +253,7 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     upload_job_files(callbacks, {paths.checkpoint: result.checkpoint,
                                  str(Path(paths.checkpoint).with_suffix(".json").as_posix()): sidecar,
                                  paths.metrics: metrics.path}, "StableTTS: best model and training metrics")
-    skipped = Counter(collected.skipped.counts()) + Counter(result.skip_counts()) + Counter({GENERATED: generated})
+    skipped = Counter(collected.skipped.counts()) + Counter(result.skip_counts())
     summary = {
         "checkpoint_path": paths.checkpoint, "best_epoch": result.best_epoch,
         "best_metric_value": round(result.best_value, 6), "best_metric": result.best_metric,
@@ -334,7 +319,7 @@ def voice_reference(callbacks, notebooks, sidecar: dict | None, work: Path,
 
 
 def _median_project_take(callbacks, notebooks, work: Path) -> Reference:
-    cells = [c for c in codex.select_training_pairs(notebooks).cells if not c.audio_take.is_generated]
+    cells = codex.select_training_pairs(notebooks).cells  # recordings only: no generated takes
     seconds = [float((c.audio_take.metadata or {}).get("durationSec") or 0) for c in cells]
     known = [s for s in seconds if s > 0]
     target = statistics.median(known) if known else 0.0
