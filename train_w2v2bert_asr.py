@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 import click
 import torch
 from transformers import PrinterCallback, Trainer, Wav2Vec2BertForCTC, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
 from asr.archive import write_model_archive
@@ -103,7 +102,8 @@ def train_asr(
         raise ValueError(f"No usable training examples ({len(examples)} given). {skipped.summary()}")
     train, val, test = split_clips(clips, config.val_split, config.test_split, config.seed)
 
-    resume_from = get_last_checkpoint(str(layout.trainer)) if layout.trainer.is_dir() else None
+    last = layout.last_checkpoint()
+    resume_from = str(last) if last is not None else None
     vocab_report = run_vocabulary(train, config, layout, base_dir, resume_from is not None)
     vocabulary = vocab_report.vocabulary
     logger.info("Vocabulary: %s", vocab_report.summary())

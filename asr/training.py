@@ -28,6 +28,9 @@ from asr.vocab import VocabularyReport, build_vocabulary, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_PREFIX = "checkpoint"            # the Trainer's checkpoint-<step> folders
+TRAINER_STATE_FILE = "trainer_state.json"   # written last of a checkpoint's files
+
 
 @dataclass
 class OutputLayout:
@@ -58,6 +61,34 @@ class OutputLayout:
     @property
     def base_checkpoint(self) -> Path:
         return self.root / "base_checkpoint"
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete Trainer checkpoint to resume from, or None.
+
+        The Trainer writes ``trainer_state.json`` after the weights, optimizer and RNG state, so a checkpoint
+        without a readable one was cut off mid-save (a kill -9, a preempted machine). Such folders are removed:
+        the run continues from the newest complete checkpoint before them and saves those steps again.
+        """
+        if not self.trainer.is_dir():
+            return None
+        numbered = [(int(p.name.split("-", 1)[1]), p) for p in self.trainer.iterdir()
+                    if p.is_dir() and p.name.startswith(f"{CHECKPOINT_PREFIX}-") and p.name.split("-", 1)[1].isdigit()]
+        for _, folder in sorted(numbered, reverse=True):
+            if _complete_checkpoint(folder):
+                return folder
+            logger.warning("Removing %s: its save was cut off (no readable %s, or no weights)", folder.name,
+                           TRAINER_STATE_FILE)
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _complete_checkpoint(folder: Path) -> bool:
+    try:
+        json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json",
+                                                      "pytorch_model.bin"))
 
 
 def resolve_checkpoint_folder(checkpoint: str | Path, dest: Path) -> Path:

@@ -135,6 +135,32 @@ def test_stop_request_then_resume_continues_without_repeating_epochs(tmp_path):
     assert second.checkpoint_path.is_file()
 
 
+def test_a_checkpoint_cut_off_mid_save_is_passed_over_and_removed(tmp_path):
+    """kill -9 during the Trainer's save leaves a checkpoint folder without its trainer_state.json (written
+    last) or with a truncated one: resuming takes the newest complete checkpoint instead of failing."""
+    from asr.training import OutputLayout
+
+    layout = OutputLayout(tmp_path)
+
+    def checkpoint(step: int, state: str | None, weights: bool = True):
+        folder = layout.trainer / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if weights:
+            (folder / "model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+        return folder
+
+    assert layout.last_checkpoint() is None
+    complete = checkpoint(2, json.dumps({"epoch": 1.0}))
+    checkpoint(3, json.dumps({"epoch": 1.0}), weights=False)
+    checkpoint(10, '{"epoch": 2.0, "log_hi')     # truncated
+    checkpoint(12, None)                         # state never written
+    (layout.trainer / "checkpoint-final").mkdir()  # not a step: not the Trainer's, left alone
+    assert layout.last_checkpoint() == complete
+    assert sorted(p.name for p in layout.trainer.iterdir()) == ["checkpoint-2", "checkpoint-final"]
+
+
 def test_exceptions_from_the_progress_hook_propagate(tmp_path):
     class Interrupted(BaseException):
         pass

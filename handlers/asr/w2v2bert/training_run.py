@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
-from asr.training import OutputLayout
+from asr.training import TRAINER_STATE_FILE, OutputLayout
 from handlers.base import JobInterrupted
 from handlers.common import collect_training_pairs, fetch_project_file, job_paths, upload_job_files
 from train_w2v2bert_asr import AsrExample, AsrTrainConfig, train_asr
@@ -147,11 +146,11 @@ def training_config(job_context: Mapping[str, Any], *, base_checkpoint: Path | N
 def _epochs_saved(layout: OutputLayout) -> int:
     """Whole epochs in the Trainer checkpoint an earlier run left here: training continues after them
     (0: it starts afresh)."""
-    checkpoint = get_last_checkpoint(str(layout.trainer)) if layout.trainer.is_dir() else None
+    checkpoint = layout.last_checkpoint()
     if checkpoint is None:
         return 0
     try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        state = json.loads((checkpoint / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
         return int(math.floor(float(state.get("epoch") or 0) + 1e-6))
     except (OSError, ValueError) as exc:
         logger.warning("Cannot read the state of %s (%s); the library decides where to resume", checkpoint, exc)
