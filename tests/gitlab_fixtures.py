@@ -133,11 +133,15 @@ class GitLabEnv(ProjectEnv):
 
     kind = "gitlab"
 
-    def __init__(self, server: GitLabTestServer, path: str = "bible/lifecycle"):
+    def __init__(self, server: GitLabTestServer, path: str = "bible/lifecycle", folder: Path | None = None):
+        """A new project at ``path``: the files of ``folder`` (a Codex project on disk), else a bare one."""
         self.server = server
-        self.project = server.add_project(path, files={"metadata.json": '{"projectName": "test"}\n',
-                                                       ".gitattributes": CODEX_GITATTRIBUTES,
-                                                       ".gitignore": CODEX_GITIGNORE})
+        if folder is not None:
+            self.project = server.add_project(path, folder=folder)
+        else:
+            self.project = server.add_project(path, files={"metadata.json": '{"projectName": "test"}\n',
+                                                           ".gitattributes": CODEX_GITATTRIBUTES,
+                                                           ".gitignore": CODEX_GITIGNORE})
         os.environ[TOKEN_ENV] = server.token  # job child processes reopen stores from their spec
         self.store = GitLabProjectStore(server.url, path, retry=FAST_RETRY)
 

@@ -11,23 +11,15 @@ from __future__ import annotations
 import html
 import io
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, LocalEnv, fast_config, run_worker, run_worker_in_thread
-from local_jobs import LocalProjectStore
+from conftest import fast_config, run_worker, run_worker_in_thread
+from demo_env import BOOKS, DEMO, DemoProject, current_take, reference
 
-DEMO = ROOT / "examples" / "demo_project"
-BOOKS = ("GEN", "JHN")
 METRICS_HEADER = "epoch,train_total_loss,val_total_loss,val_wer,val_cer"
 AUTHOR = "ASR W2V2BERT"
 NEEDING_TEXT = ("GEN 1:6", "GEN 1:13", "GEN 1:19", "JHN 1:5", "JHN 1:10", "JHN 1:16")   # audio, no text
@@ -45,46 +37,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-class DemoProject(LocalEnv):
-    """A copy of examples/demo_project, read as plain JSON."""
-
-    def __init__(self, root: Path):
-        shutil.copytree(DEMO, root)
-        self.root = root
-        self.store = LocalProjectStore(root)
-
-    def notebook(self, book: str) -> dict:
-        return json.loads(self.read_file(f"files/target/{book}.codex"))
-
-    def save_notebook(self, book: str, data: dict) -> None:
-        self.write_file(f"files/target/{book}.codex", json.dumps(data, indent=2, ensure_ascii=False))
-
-    def cells(self) -> dict[str, dict]:
-        """Reference -> cell, both books."""
-        return {reference(cell): cell for book in BOOKS for cell in self.notebook(book)["cells"]}
-
-    def job_files(self, job_id: str, folder: str) -> list[str]:
-        base = self.root / "gpu_jobs" / f"job_{job_id}" / folder
-        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()) if base.exists() else []
-
-
 @pytest.fixture
 def demo(tmp_path) -> DemoProject:
     return DemoProject(tmp_path / "project")
-
-
-def reference(cell: dict) -> str:
-    refs = (cell["metadata"].get("data") or {}).get("globalReferences") or []
-    return refs[0] if refs else cell["metadata"]["id"]
-
-
-def current_take(meta: dict) -> str | None:
-    """The editor's rule: the selected take when live, else the newest live take."""
-    live = {k: a for k, a in (meta.get("attachments") or {}).items()
-            if a.get("type") == "audio" and not a.get("isDeleted")}
-    if meta.get("selectedAudioId") in live:
-        return meta["selectedAudioId"]
-    return max(live, key=lambda k: live[k]["createdAt"]) if live else None
 
 
 def demo_asr_jobs() -> list[dict]:
@@ -398,56 +353,3 @@ def test_a_takeover_after_training_reuses_the_uploaded_model(demo, tmp_path, rec
     assert demo.read_file("gpu_jobs/job_taken/checkpoint/training_metrics.csv") is None     # nothing trained
     assert demo.job_files("taken", "resume") == []
     check_transcribed(before, demo.cells(), NEEDING_TEXT)
-
-
-# -- preemption ---------------------------------------------------------------------------------------
-def start_worker(project: Path, tmp_path: Path, worker_id: str) -> subprocess.Popen:
-    command = [sys.executable, str(ROOT / "worker_entry.py"), "--local", str(project), "--worker-id", worker_id,
-               "--work-dir", str(tmp_path / f"work-{worker_id}"), "--lease-seconds", "5", "--heartbeat-seconds",
-               "0.3", "--grace-seconds", "60", "--loop-interval", "-1"]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, text=True)
-
-
-def logged_epochs(log: str) -> list[int]:
-    """Epochs whose end a job log reports (``asr.callbacks``: "Epoch 3: train loss ...")."""
-    return [int(line.split("Epoch ")[1].split(":")[0]) for line in log.splitlines() if ": train loss " in line]
-
-
-def test_preempted_training_resumes_at_the_next_epoch(demo, tmp_path, record_dir):
-    epochs = 6
-    demo.write_manifest([{"job_id": "spot", "job_type": "asr", "mode": "training", "canceled": False,
-                          "submitted_at": "2025-10-15T19:20:00.000Z", "epochs": epochs,
-                          "model": {"type": "W2V2BERT", "preset": "tiny"},
-                          "training": {"include_verses": SHORT_VERSES}}])
-    first = start_worker(demo.root, tmp_path, "spot-a")
-    messages = []
-
-    def an_epoch_done() -> bool:
-        response = demo.response("spot") or {}
-        messages.append(response.get("status_message"))
-        return response.get("epochs_completed", 0) >= 1
-
-    try:
-        demo.wait_for(an_epoch_done, 600)
-    finally:
-        os.killpg(first.pid, signal.SIGTERM)            # the whole group, as a preempting host does
-    assert any(re.fullmatch(rf"epoch [1-{epochs}]/{epochs} · val CER \d+\.\d\d · ETA (< 1|\d+) min", m or "")
-               for m in messages), messages
-    assert first.wait(timeout=120) == 0
-    released = demo.response("spot")
-    assert released["state"] == "running" and "interrupted" in released["status_message"], released
-    interrupted_at = released["epochs_completed"]
-    assert any(path.startswith("asr/trainer/checkpoint-") for path in demo.job_files("spot", "resume"))
-
-    second = start_worker(demo.root, tmp_path, "spot-b")
-    assert second.wait(timeout=600) == 0
-    response = demo.response("spot")
-    assert response["state"] == "completed" and response["worker_id"] == "spot-b", response
-    assert response["epochs_completed"] == epochs
-    resumed_from = response["result"]["resumed_from_epoch"]
-    assert 1 <= interrupted_at <= resumed_from < epochs
-    # The second worker trained only the epochs after the checkpoint: none finished before was repeated.
-    second_log = next((tmp_path / "work-spot-b").rglob("logs.txt")).read_text()
-    assert logged_epochs(second_log) == list(range(resumed_from + 1, epochs + 1))
-    check_training_result(demo, "spot", response["result"], epochs)

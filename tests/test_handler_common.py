@@ -22,7 +22,8 @@ import pytest
 import soundfile
 
 import handlers.common.write_back as write_back
-from conftest import ROOT, LocalEnv, fast_config, make_job, run_worker, run_worker_in_thread
+from conftest import fast_config, make_job, run_worker, run_worker_in_thread
+from demo_env import BOOKS, DEMO, FILES, POINTERS, DemoProject, current_take, reference
 from handlers.base import JobCallbacks
 from handlers.common import (
     ASR_METRICS_COLUMNS,
@@ -42,43 +43,13 @@ from local_jobs import LocalProjectStore
 from preprocess_audio import encode_audio, probe_audio
 from storage import StorageError, UnsafePath
 
-DEMO = ROOT / "examples" / "demo_project"
-BOOKS = ("GEN", "JHN")
-FILES = ".project/attachments/files"
-POINTERS = ".project/attachments/pointers"
 JHN_1_1 = "88195489-d273-336c-d1fb-ad7cc13e783b"
 JHN_1_5 = "c0a76be5-984f-27ba-f9fb-921750125b26"
 
 
-# -- the project, read the way a test should: plain JSON ------------------------------------------
-class DemoEnv(LocalEnv):
-    """A copy of examples/demo_project (LocalEnv's own constructor would replace its metadata.json)."""
-
-    def __init__(self, root: Path):
-        shutil.copytree(DEMO, root)
-        self.root = root
-        self.store = LocalProjectStore(root)
-
-    def notebook(self, book: str) -> dict:
-        return json.loads(self.read_file(f"files/target/{book}.codex"))
-
-    def save_notebook(self, book: str, data: dict) -> None:
-        """As the editor writes it: JSON.stringify(data, null, 2)."""
-        self.write_file(f"files/target/{book}.codex", json.dumps(data, indent=2, ensure_ascii=False))
-
-    def attachments(self) -> dict[str, bytes]:
-        base = self.root / ".project" / "attachments"
-        return {p.relative_to(self.root).as_posix(): p.read_bytes() for p in base.rglob("*") if p.is_file()}
-
-
 @pytest.fixture
-def demo(tmp_path) -> DemoEnv:
-    return DemoEnv(tmp_path / "project")
-
-
-def reference(cell: dict) -> str:
-    refs = (cell["metadata"].get("data") or {}).get("globalReferences") or []
-    return refs[0] if refs else cell["metadata"]["id"]
+def demo(tmp_path) -> DemoProject:
+    return DemoProject(tmp_path / "project")
 
 
 def by_reference(data: dict) -> dict[str, dict]:
@@ -87,15 +58,6 @@ def by_reference(data: dict) -> dict[str, dict]:
 
 def plain(value: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", value)).split())
-
-
-def current_take(meta: dict) -> str | None:
-    """The editor's rule: the selected take when live, else the newest live take."""
-    live = {k: a for k, a in (meta.get("attachments") or {}).items()
-            if a.get("type") == "audio" and not a.get("isDeleted")}
-    if meta.get("selectedAudioId") in live:
-        return meta["selectedAudioId"]
-    return max(live, key=lambda k: live[k]["createdAt"]) if live else None
 
 
 def take_path(folder: str, book: str, audio_id: str) -> str:
@@ -110,7 +72,7 @@ def report(record_dir: Path, job_id: str) -> dict:
     return json.loads((record_dir / f"{job_id}.json").read_text())
 
 
-def run_with_translator(demo: DemoEnv, tmp_path: Path, record_dir: Path, job_id: str, edit) -> None:
+def run_with_translator(demo: DemoProject, tmp_path: Path, record_dir: Path, job_id: str, edit) -> None:
     """Run the worker; when the probe is ready to write back, let ``edit`` change the project, then go on."""
     worker, thread = run_worker_in_thread(demo.source(), fast_config(tmp_path))
     demo.wait_for(lambda: (record_dir / f"{job_id}.ready").exists(), 60)

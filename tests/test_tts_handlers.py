@@ -18,47 +18,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import codex
-from conftest import ROOT, LocalEnv, fast_config, run_worker, run_worker_in_thread
+from conftest import fast_config, run_worker
+from demo_env import BOOKS, FILES, DemoProject, live_audio
 from handlers.common import TTS_METRICS_COLUMNS
-from local_jobs import LocalProjectStore
 from preprocess_audio import probe_audio
 from StableTTS import build_model, load_state_dict_file, save_checkpoint
 from StableTTS.text import PhonemeFrontend
 from tts_training import hub
 
-DEMO = ROOT / "examples" / "demo_project"
-BOOKS = ("GEN", "JHN")
-FILES = ".project/attachments/files"
-
-
-class DemoProject(LocalEnv):
-    """A copy of examples/demo_project, read and changed as plain files."""
-
-    def __init__(self, root: Path):
-        shutil.copytree(DEMO, root)
-        self.root = root
-        self.store = LocalProjectStore(root)
-
-    def notebook(self, book: str) -> dict:
-        return json.loads(self.read_file(f"files/target/{book}.codex"))
-
-    def manifest_jobs(self) -> list[dict]:
-        return yaml.safe_load(self.read_file("gpu_jobs/manifest.yaml"))["jobs"]
-
-    def logs(self, job_id: str) -> str:
-        return (self.read_file(f"gpu_jobs/job_{job_id}/logs.txt") or b"").decode()
 
 
 def verse_cells(data: dict) -> dict[str, dict]:
     return {c["metadata"]["id"]: c for c in data["cells"] if c["metadata"].get("type") == "text"}
-
-
-def live_audio(cell: dict) -> dict[str, dict]:
-    return {k: a for k, a in (cell["metadata"].get("attachments") or {}).items()
-            if a.get("type") == "audio" and not a.get("isDeleted")}
 
 
 def at(minutes_ago: float) -> str:
@@ -273,33 +246,3 @@ def test_bad_base_checkpoints_fail_cleanly_and_html_never_reaches_the_model(tmp_
     assert sorted(spoken_texts) == sorted(codex.html_to_text(values[r]) for r in ("GEN 1:4", "GEN 1:11", "JHN 1:3"))
     assert not any("<" in t or "&quot;" in t or "&#" in t for t in spoken_texts)
     assert any('"' in t for t in spoken_texts)  # GEN 1:11's &quot; arrived as a quote mark
-
-
-# -- a job stopped mid-training continues on another worker ----------------------------------------------
-SHORT_VERSES = ["JHN 1:2", "JHN 1:4", "JHN 1:6", "JHN 1:11", "GEN 1:1", "GEN 1:3"]
-
-
-def test_a_released_training_job_resumes_at_the_next_epoch_on_another_worker(tmp_path):
-    env = DemoProject(tmp_path / "project")
-    env.write_manifest([tts_job("resumable", "training", 5, epochs=10, training={"include_verses": SHORT_VERSES})])
-    worker, thread = run_worker_in_thread(env.source(), fast_config(tmp_path, "worker-a", handler_paths=(),
-                                                                    grace_seconds=60.0))
-    env.wait_for(lambda: (env.response("resumable") or {}).get("epochs_completed", 0) >= 2, 180)
-    worker.request_stop()
-    thread.join(120)
-    assert not thread.is_alive()
-    released = env.response("resumable")
-    assert released["state"] == "running" and "released_at" in released
-    saved = torch.load(io.BytesIO(env.read_file("gpu_jobs/job_resumable/resume/state.pt")), weights_only=True)
-    # Uploads are throttled to one an hour, except the forced one on stopping: it holds the last finished epoch.
-    assert 2 <= saved["epoch"] < 10 and saved["epoch"] >= released["epochs_completed"]
-
-    run_worker(env.source(), fast_config(tmp_path, "worker-b", handler_paths=()))
-    final = env.response("resumable")
-    assert final["state"] == "completed" and final["worker_id"] == "worker-b"
-    assert final["epochs_completed"] == 10
-    assert f"Resuming at epoch {saved['epoch'] + 1} of 10" in env.logs("resumable")
-    metrics = env.read_file("gpu_jobs/job_resumable/checkpoint/training_metrics.csv").decode().splitlines()
-    assert [line.split(",")[0] for line in metrics[1:]] == [str(n) for n in range(1, 11)]
-    assert env.read_file("gpu_jobs/job_resumable/resume/state.pt") is None  # cleared once completed
-    assert final["result"]["train_clips"] + final["result"]["val_clips"] == 6
