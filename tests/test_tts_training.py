@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from conftest import ROOT
 from preprocess_audio import encode_audio
 from StableTTS.alignment import maximum_path_numba
 from StableTTS.dit import sequence_mask
-from StableTTS import CheckpointError, build_model, load_state_dict_file, read_sidecar, save_checkpoint
+from StableTTS import CheckpointError, build_model, load_model, load_state_dict_file, read_sidecar, save_checkpoint
 from StableTTS.text import PhonemeFrontend
 from tts_training import (
     TrainConfig,
@@ -275,15 +276,20 @@ def test_learning_rate_warms_up_then_follows_a_cosine():
     assert rates[-1] == pytest.approx(5e-5, rel=0.05)
 
 
-def test_cli_preprocesses_trains_from_an_audio_folder_and_resumes(tmp_path):
-    dataset = tmp_path / "dataset"
-    (dataset / "audio").mkdir(parents=True)
-    with (dataset / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
+def audio_folder(folder: Path, count: int) -> Path:
+    """The ``count`` shortest demo recordings as an AudioFolder, as the dataset exporter writes one."""
+    (folder / "audio").mkdir(parents=True)
+    with (folder / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["file_name", "transcription", "cell_id", "reference", "notebook"])
-        for u in demo_utterances(4):
-            shutil.copyfile(u.audio_path, dataset / "audio" / u.audio_path.name)
+        for u in demo_utterances(count):
+            shutil.copyfile(u.audio_path, folder / "audio" / u.audio_path.name)
             writer.writerow([f"audio/{u.audio_path.name}", u.text, u.id, "", ""])
+    return folder
+
+
+def test_cli_preprocesses_trains_from_an_audio_folder_and_resumes(tmp_path):
+    dataset = audio_folder(tmp_path / "dataset", 4)
     runner = CliRunner()
     cache = tmp_path / "out" / "cache"
     pre = runner.invoke(preprocess_stabletts.main, ["--data", str(dataset), "--cache-dir", str(cache),
@@ -319,3 +325,31 @@ def test_the_training_library_never_imports_the_worker():
             "{'handlers', 'worker', 'jobs', 'job_process', 'storage', 'local_jobs', 'gitlab_jobs', 'codex'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_torchrun_trains_one_model_on_two_processes(tmp_path):
+    """Several GPUs: ``torchrun train_stabletts.py`` (plain DistributedDataParallel). The same code path on
+    two CPU processes with the gloo backend: each rank takes half of the batches, the losses are averaged
+    over both, and only rank 0 writes the model, the metrics and the resumable state."""
+    import subprocess
+    import sys
+
+    dataset = audio_folder(tmp_path / "dataset", 6)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "train_stabletts.py"), "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+               "--language", "rus", "--batch-size", "1", "--val-split", "0.34", "--epochs", "2", "--device", "cpu"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = done.stderr
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log, log[-4000:]
+    # 4 training clips, one per batch: 2 batches per rank and epoch (each process logs its own count).
+    assert log.count("Training on 4 clip(s), validating on 2; 2 batch(es) per epoch") == 2, log[-4000:]
+    with (out / "training_metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(math.isfinite(float(r["val_total_loss"])) for r in rows)
+    assert load_state(out / "resume").epoch == 2
+    assert not any(name.startswith("module.") for name in load_state_dict_file(out / "best_model.pt"))
+    load_model(out / "best_model.pt")  # strict: the names and shapes of a plain StableTTS
+    assert done.stdout.count("Best epoch") == 1  # rank 0 reports, rank 1 does not
