@@ -404,11 +404,22 @@ def plan_takes(cell: VerseCell, spoken: str, rng: random.Random) -> None:
     cell.selected_audio_id, cell.selection_ms = chosen.audio_id, new_ms + 5 * MINUTE_MS
 
 
+def verse_reference(book: BookSpec, verse: int) -> str:
+    """The verse reference of a cell (``"GEN 1:3"``): every demo verse is in chapter 1."""
+    return f"{book.code} 1:{verse}"
+
+
+def spoken_verses() -> dict[str, str]:
+    """Verse reference -> what the verse's live recordings say (its target text), for scoring the text ASR
+    writes into the demo's unwritten cells. Needs no espeak-ng: nothing is generated."""
+    return {verse_reference(book, verse): text for book in BOOKS for verse, text in sorted(book.target.items())}
+
+
 def plan_book(book: BookSpec, rng: random.Random) -> list[VerseCell]:
     """All verse cells of one notebook, in verse order."""
     cells = []
     for verse in sorted(book.target):
-        ref = f"{book.code} 1:{verse}"
+        ref = verse_reference(book, verse)
         scenario = book.plan[verse]
         cell_id = verse_cell_id(book, verse, ref, rng)
         value, edits = plan_text(book, verse, scenario, rng)

@@ -1,7 +1,9 @@
 """`make demo`: run the worker on a scratch copy of the bundled demo project and print what happened.
 
 The bundled project (examples/demo_project) is never modified: it is copied to demo_out/project first,
-the worker serves the copy with ``--local`` until no job is left, and a table of the jobs follows.
+the worker serves the copy with ``--local`` until no job is left, and a table of the jobs follows, then
+demo_out/report.html (scripts/demo_report.py): loss curves, generated takes to listen to, and transcriptions
+beside the verses their recordings speak.
 """
 
 from __future__ import annotations
@@ -11,30 +13,36 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobs import JobRow, describe_jobs  # noqa: E402
+from demo_report import JOB_COLUMNS, job_row, write_report  # noqa: E402
+from jobs import describe_jobs  # noqa: E402
 from local_jobs import LocalProjectStore  # noqa: E402
+from make_demo_project import spoken_verses  # noqa: E402
 from worker_entry import render_table  # noqa: E402
 
 
-def _outputs(row: JobRow) -> str:
-    if row.state == "completed":
-        result = row.result or {}
-        parts = [f"{key}={value}" for key, value in result.items() if not isinstance(value, (dict, list))]
-        return ", ".join(parts) or "completed"
-    return row.message
-
-
 def job_table(project: Path) -> str:
-    rows = []
-    for row in describe_jobs(LocalProjectStore(project)):
-        duration = f"{(row.ended - row.started).total_seconds():.0f} s" if row.started and row.ended else ""
-        rows.append((row.job_id, row.kind, row.state, duration, _outputs(row)))
-    return render_table(("job", "type/mode", "state", "time", "outputs / message"), rows, max_width=110)
+    """The jobs of the project as a plain-text table."""
+    rows = [job_row(row) for row in describe_jobs(LocalProjectStore(project))]
+    return render_table(JOB_COLUMNS, rows, max_width=110)
+
+
+def write_demo_report(project: Path, out_html: Path) -> None:
+    """Write the HTML report. It comes after the job table and never changes the exit code: a failure
+    here is printed with its traceback, and the table above it stays what the run produced."""
+    try:
+        path = write_report(project, out_html, references=spoken_verses())
+    except Exception:  # the edge of the demo: report the failure, keep the run's outcome
+        sys.stdout.flush()  # the table first, then the traceback, also when both go to one pipe
+        traceback.print_exc()
+        print(f"\nCould not write the HTML report {out_html} (the traceback is above).", file=sys.stderr)
+        return
+    print(f"Report (jobs, loss curves, generated takes, transcriptions): {path}")
 
 
 def main() -> int:
@@ -57,6 +65,7 @@ def main() -> int:
     print(f"\nWorker finished with exit code {code} after {time.monotonic() - started:.0f} s.\n")
     print(job_table(project))
     print(f"\nJob folders, models, logs and generated takes are in {project}/gpu_jobs and its notebooks.")
+    write_demo_report(project, args.out / "report.html")
     return code
 
 
