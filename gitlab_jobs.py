@@ -15,6 +15,9 @@ What GitLab really does, and what this module relies on (see shared/docs/gitlab_
   Files::MultiService). ``update`` content is committed as sent. So: updates of LFS paths, and creates from
   a ``source`` file, upload the bytes through the LFS batch API and commit the pointer with an ``update``
   (a create is sent as ``create ""`` + ``update <pointer>`` in the same atomic commit).
+* Large results (models) go to LFS even where ``.gitattributes`` does not say so: a commit request cannot
+  carry a 2 GB model, and git history should not. The same commit adds a ``.gitattributes`` line for that
+  kind of job file (``gpu_jobs/**/*.tar filter=lfs ...``), so checkouts by the editor and git-lfs agree.
 * Reads are retried with capped exponential back-off; 429 answers are obeyed (python-gitlab honours
   ``Retry-After``).
 
@@ -67,6 +70,10 @@ MANIFEST_PATH = "gpu_jobs/manifest.yaml"
 COMMIT_TRAILER = "Worker-Commit-Id"
 # GitLab 18.7+ refuses commit request bodies over 300 MB with 413.
 GITLAB_MAX_BODY_BYTES = 300 * 1000 * 1000
+LFS_MIN_BYTES = 10 * 1024 * 1024  # results this large go to LFS where .gitattributes does not put them yet
+GITATTRIBUTES = ".gitattributes"
+LFS_ATTRIBUTES = "filter=lfs diff=lfs merge=lfs -text"
+_ATTRIBUTE_ATTEMPTS = 3  # a translator's concurrent .gitattributes change costs a re-read, this many times
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 LFS_POINTER_VERSION = "version https://git-lfs.github.com/spec/v1"
 _CHUNK = 1024 * 1024
@@ -204,6 +211,17 @@ class LfsRules:
         return result
 
 
+def lfs_pattern(path: str) -> str | None:
+    """The ``.gitattributes`` pattern that puts ``path`` on LFS: its kind of file in every job folder
+    (``gpu_jobs/**/*.pt``), else the path itself; None when a pattern could not say it (whitespace, quotes,
+    glob characters): such a file still goes to LFS, only without the line."""
+    suffix = posixpath.splitext(path)[1]
+    literal = suffix if path.startswith("gpu_jobs/") and suffix else path
+    if any(c.isspace() or c in '"\\*?[]!#' for c in literal):
+        return None
+    return f"gpu_jobs/**/*{suffix}" if literal == suffix else f"/{path}"
+
+
 def _glob_to_regex(pattern: str) -> str:
     """git's wildmatch, enough of it: ``*`` and ``?`` stay within a folder, ``**/`` spans folders."""
     out, i = [], 0
@@ -298,7 +316,7 @@ class GitLabProjectStore(ProjectStore):
         gl: gitlab.Gitlab | None = None, project_info: dict[str, Any] | None = None, timeout: float = 60.0,
         retry: RetryPolicy = RetryPolicy(), max_body_bytes: int = GITLAB_MAX_BODY_BYTES,
         download_workers: int = 4, archive_min_files: int = 16, commit_timeout: float = 600.0,
-        name: str | None = None,
+        name: str | None = None, lfs_min_bytes: int = LFS_MIN_BYTES,
     ):
         """``project`` is a numeric id or ``namespace/name``; ``token`` defaults to ``$GITLAB_TOKEN``.
         ``project_info`` (a projects-list entry) saves the request that would otherwise fetch it;
@@ -320,7 +338,8 @@ class GitLabProjectStore(ProjectStore):
         self.download_workers = download_workers
         self.archive_min_files = archive_min_files
         self._project = self._gl.projects.get(project_info["id"] if project_info else project, lazy=True)
-        self._rules: tuple[float, LfsRules] | None = None
+        self.lfs_min_bytes = lfs_min_bytes
+        self._attributes: tuple[float, FileVersion | None] | None = None  # (read at, root .gitattributes)
 
     # -- identity ------------------------------------------------------------------------------------
     @classmethod
@@ -530,7 +549,23 @@ class GitLabProjectStore(ProjectStore):
         actions = list(actions)
         if not actions:
             raise ValueError("a commit needs at least one action")
-        uploads = self._lfs_uploads(actions)
+        for attempt in range(1, _ATTRIBUTE_ATTEMPTS + 1):
+            attributes = self._gitattributes()
+            rules = LfsRules(attributes.text if attributes else None)
+            uploads = self._lfs_uploads(actions, rules)
+            extra = self._attribute_action(actions, uploads, rules, attributes)
+            try:
+                return self._send_commit(actions + extra, uploads, message)
+            except VersionConflict as conflict:
+                if not extra or conflict.path != GITATTRIBUTES or attempt == _ATTRIBUTE_ATTEMPTS:
+                    raise
+                logger.info("%s of %s changed meanwhile; reading it again", GITATTRIBUTES, self.name)
+            finally:
+                if extra:
+                    self._attributes = None  # changed by us (or by someone else): read it afresh next time
+        raise AssertionError("unreachable")
+
+    def _send_commit(self, actions: list[FileAction], uploads: dict[str, "_LfsUpload"], message: str) -> str:
         if uploads:
             self._lfs_upload(list(uploads.values()))
         key = uuid.uuid4().hex
@@ -545,20 +580,42 @@ class GitLabProjectStore(ProjectStore):
                                  f"request; the cap is {self.max_body_bytes} (split it: max_commit_bytes)")
         return self._post_commit(data, key, actions)
 
-    def _lfs_uploads(self, actions: list[FileAction]) -> dict[str, _LfsUpload]:
-        """The actions whose bytes must go through the LFS batch API (see the module docstring)."""
-        candidates = [a for a in actions if a.action == "update" or (a.action == "create" and a.source is not None)]
-        if not candidates:
-            return {}
-        rules = self._lfs_rules()
-        return {a.path: _LfsUpload.of(a) for a in candidates if rules.tracks(a.path)}
+    def _lfs_uploads(self, actions: list[FileAction], rules: LfsRules) -> dict[str, _LfsUpload]:
+        """The actions whose bytes must go through the LFS batch API (see the module docstring): updates and
+        file-backed creates of LFS paths, and any create or update of ``lfs_min_bytes`` or more."""
+        uploads = {}
+        for action in actions:
+            if action.action == "delete" or action.path == GITATTRIBUTES:
+                continue
+            if rules.tracks(action.path):
+                if action.action == "update" or action.source is not None:
+                    uploads[action.path] = _LfsUpload.of(action)
+            elif action.size() >= self.lfs_min_bytes:
+                uploads[action.path] = _LfsUpload.of(action)
+        return uploads
 
-    def _lfs_rules(self) -> LfsRules:
-        # .gitattributes rarely changes; one read per few minutes is plenty.
-        if self._rules is None or time.monotonic() - self._rules[0] > 300:
-            found = self.read(".gitattributes")
-            self._rules = (time.monotonic(), LfsRules(found.text if found else None))
-        return self._rules[1]
+    def _attribute_action(self, actions: list[FileAction], uploads: dict[str, "_LfsUpload"], rules: LfsRules,
+                          attributes: FileVersion | None) -> list[FileAction]:
+        """A ``.gitattributes`` change that tracks the large files this commit moves to LFS (none if tracked)."""
+        if any(action.path == GITATTRIBUTES for action in actions):
+            return []  # the caller writes .gitattributes itself
+        patterns = dict.fromkeys(pattern for path in uploads if not rules.tracks(path)
+                                 if (pattern := lfs_pattern(path)) is not None)
+        if not patterns:
+            return []
+        text = attributes.text if attributes else ""
+        lines = "".join(f"{pattern} {LFS_ATTRIBUTES}\n" for pattern in patterns)
+        content = (text if not text or text.endswith("\n") else text + "\n") + lines
+        logger.info("Tracking %s with Git LFS in %s of %s", ", ".join(patterns), GITATTRIBUTES, self.name)
+        if attributes is None:
+            return [FileAction.create(GITATTRIBUTES, content)]
+        return [FileAction.update(GITATTRIBUTES, content, expected_version=attributes.version)]
+
+    def _gitattributes(self) -> FileVersion | None:
+        # .gitattributes rarely changes; one read per few minutes is plenty (and a fresh one after we change it).
+        if self._attributes is None or time.monotonic() - self._attributes[0] > 300:
+            self._attributes = (time.monotonic(), self.read(GITATTRIBUTES))
+        return self._attributes[1]
 
     @staticmethod
     def _action_json(action: FileAction, upload: _LfsUpload | None) -> list[dict[str, Any]]:

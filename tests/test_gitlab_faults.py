@@ -68,7 +68,10 @@ def test_shaped_job_under_faults(gitlab_server, tmp_path, record_dir, faults):
     response = yaml.safe_load(gitlab_server.read(project, "gpu_jobs/job_shaped1/response.yaml"))
     assert response["state"] == "completed", response
     result = response["result"]
-    model = gitlab_server.read(project, result["checkpoint_path"])
+    # A 20 MB model goes to LFS (only its pointer is in git), and .gitattributes now says so.
+    assert gitlab_server.read(project, result["checkpoint_path"]).startswith(b"version https://git-lfs")
+    assert "gpu_jobs/**/*.pt filter=lfs" in gitlab_server.read(project, ".gitattributes").decode()
+    model = gitlab_server.read_lfs(project, result["checkpoint_path"])
     assert len(model) == 20 * 1024 * 1024
     assert hashlib.sha256(model).hexdigest() == result["model_sha256"]
     notebooks = {path: json.loads(gitlab_server.read(project, path)) for path in before}

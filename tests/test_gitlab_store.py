@@ -202,6 +202,44 @@ def test_large_source_goes_through_lfs_and_only_the_pointer_is_committed(gitlab_
     assert gitlab_server.read_lfs(gitlab_project, f"{AUDIO}/small.webm") == smaller
 
 
+def test_a_large_model_goes_to_lfs_and_gitattributes_learns_its_kind(gitlab_server, gitlab_project, tmp_path):
+    """Codex's .gitattributes tracks audio, not models: a model still must not travel base64 in a commit body
+    (a real ASR model is 2.4 GB, over any cap). It goes to LFS, and the same commit adds a line for that
+    kind of job file, so the editor's checkout and git-lfs see a tracked pointer; small files stay blobs."""
+    store = GitLabProjectStore(gitlab_server.url, gitlab_project.id, token=gitlab_server.token, retry=FAST_RETRY,
+                               lfs_min_bytes=10_000)
+    before = gitlab_server.read(gitlab_project, ".gitattributes").decode()
+    assert "*.tar" not in before and not LfsRules(before).tracks("gpu_jobs/job_a/model/asr_model.pth.tar")
+    model = tmp_path / "asr_model.pth.tar"
+    model.write_bytes(fake_audio("model", 50_000))
+    path = "gpu_jobs/job_a/model/asr_model.pth.tar"
+    gitlab_server.reset_stats()
+    store.commit([FileAction.create(path, source=model), FileAction.create("gpu_jobs/job_a/logs.txt", "ok\n")],
+                 "model")
+    assert gitlab_server.stats()["by_endpoint"][COMMITS]["bytes_in"] < 10_000  # a pointer, not the model
+    assert gitlab_server.read(gitlab_project, path).decode() == pointer_for(model.read_bytes())
+    assert gitlab_server.read_lfs(gitlab_project, path) == model.read_bytes()
+    assert store.download(path, tmp_path / "back.tar").read_bytes() == model.read_bytes()
+    assert gitlab_server.read(gitlab_project, "gpu_jobs/job_a/logs.txt") == b"ok\n"  # small: a plain blob
+    after = gitlab_server.read(gitlab_project, ".gitattributes").decode()
+    assert after == before + "gpu_jobs/**/*.tar filter=lfs diff=lfs merge=lfs -text\n"
+    assert len(landed(gitlab_server, gitlab_project, "model")) == 1  # model, pointer and line: one commit
+
+    # The next job's model is tracked already: no second line. A translator's change to .gitattributes made
+    # after the store read it costs a re-read, and both changes survive.
+    store.commit([FileAction.create("gpu_jobs/job_b/logs.txt", "started\n")], "small")  # reads .gitattributes
+    gitlab_server.push(gitlab_project, {".gitattributes": after + "*.png filter=lfs diff=lfs merge=lfs -text\n"})
+    gitlab_server.reset_stats()
+    store.commit([FileAction.create("gpu_jobs/job_b/model/asr_model.pth.tar", source=model),
+                  FileAction.create("gpu_jobs/job_b/checkpoint/best_model.pt", b"w" * 20_000)], "more")
+    final = gitlab_server.read(gitlab_project, ".gitattributes").decode()
+    assert final == after + "*.png filter=lfs diff=lfs merge=lfs -text\n" \
+        + "gpu_jobs/**/*.pt filter=lfs diff=lfs merge=lfs -text\n"
+    assert gitlab_server.stats()["requests"][COMMITS] == 2  # refused once on the stale .gitattributes
+    assert gitlab_server.read_lfs(gitlab_project, "gpu_jobs/job_b/checkpoint/best_model.pt") == b"w" * 20_000
+    store.close()
+
+
 def test_the_store_never_sends_a_body_over_its_cap(gitlab_server, gitlab_project, gitlab_store):
     small = GitLabProjectStore(gitlab_server.url, gitlab_project.id, token=gitlab_server.token,
                                max_body_bytes=50_000, retry=FAST_RETRY)
