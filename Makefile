@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench browser-check clean
 
 setup: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,demo]"
 	touch $(STAMP)
 
 demo: setup
@@ -25,6 +25,10 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Not part of `test`: it needs Chromium (Debian's /usr/bin/chromium) and renders the TTS demo page headless.
+browser-check: setup
+	$(PY) scripts/browser_check.py
 
 clean:
 	rm -rf $(VENV) work build *.egg-info
