@@ -212,6 +212,18 @@ class LocalProjectStore(ProjectStore):
                 os.replace(staged[act.path], target)
             else:
                 target.unlink()
+                self._prune(target.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove folders a delete left empty, up to (never including) the project root: git has no empty
+        folders, so the local backend should not keep any either (e.g. a job's resume/ after it completes)."""
+        root = self.root
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()  # only when empty; an editor writing there meanwhile keeps it
+            except OSError:
+                return
+            folder = folder.parent
 
 
 class LocalSource(ProjectSource):

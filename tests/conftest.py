@@ -137,6 +137,18 @@ def run_worker_in_thread(source, config: WorkerConfig) -> tuple[Worker, threadin
     return worker, thread
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """In-process models in tests are tiny: they gain nothing from a second thread, and on a shared 2-core
+    runner OpenMP's spinning threads make them several times slower. (Job processes get OMP_NUM_THREADS.)"""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _info_logging():
     """The CLI logs at INFO; tests that drive Worker directly get the same, so job logs are complete."""

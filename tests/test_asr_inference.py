@@ -42,15 +42,6 @@ def offline(monkeypatch):
     _offline(monkeypatch)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and on a shared 2-core runner they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_archive(tmp_path_factory):
     out = tmp_path_factory.mktemp("asr_model")

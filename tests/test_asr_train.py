@@ -41,15 +41,6 @@ def offline(monkeypatch):
     _offline(monkeypatch)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and on a shared 2-core runner they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One full run: 64 clips, validation + test splits, post-correction on; callbacks recorded."""

@@ -88,15 +88,6 @@ def offline(tmp_path_factory) -> Iterator[list[str]]:
     assert attempts == [], f"the demos or their clients tried to use the network: {attempts}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core runner they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def free_port() -> int:
     """A loopback port nothing listens on now."""
     with socket.socket() as s:

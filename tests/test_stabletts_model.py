@@ -34,15 +34,6 @@ if not DATA.is_dir():  # CI lays shared/ beside the clone; a session has it at /
     DATA = Path("/work/shared/data")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models are overhead-bound: one thread is faster and immune to a busy machine. Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def offline_hub(tmp_path_factory, monkeypatch):
     """No test may find (let alone download) hub weights: point every HF cache variable at an empty folder."""

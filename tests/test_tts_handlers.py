@@ -49,10 +49,6 @@ def offline(monkeypatch):
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     hub.hub_reachable.cache_clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # in-process jobs
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the demo's TTS jobs, once ----------------------------------------------------------------------

@@ -47,15 +47,10 @@ DEMO = ROOT / "examples" / "demo_project"
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    """No hub downloads; one CPU thread (tiny tensors gain little from two, and on a shared CI machine
-    OpenMP's spinning threads make a second one several times slower)."""
+    """No hub downloads (conftest keeps torch on one thread)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
     hub.hub_reachable.cache_clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
     hub.hub_reachable.cache_clear()
 
 

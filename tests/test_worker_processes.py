@@ -128,6 +128,7 @@ def _preempt_and_resume(tmp_path, record_dir, *extra):
 def test_preempted_training_resumes_from_the_job_folder(tmp_path, record_dir):
     env = _preempt_and_resume(tmp_path, record_dir)
     assert env.read_file("gpu_jobs/job_tr/resume/epoch.txt") is None  # cleaned up once completed
+    assert not (env.root / "gpu_jobs" / "job_tr" / "resume").exists()  # no empty folder left: git has none
 
 
 def test_preempted_training_resumes_from_a_shared_checkpoint_dir(tmp_path, record_dir):
