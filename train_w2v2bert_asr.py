@@ -244,7 +244,8 @@ def _read_metadata(path: Path, audio_column: str, text_column: str, id_column: s
 @click.option("--epochs", default=10, show_default=True, help="Training epochs.")
 @click.option("--batch-size", default=16, show_default=True, help="Clips per device batch.")
 @click.option("--gradient-accumulation-steps", default=2, show_default=True, help="Batches per optimizer step.")
-@click.option("--learning-rate", default=5e-5, show_default=True, help="Peak learning rate.")
+@click.option("--learning-rate", type=float, default=None,
+              help="Peak learning rate (default: 5e-5 fine-tuning, 2e-3 for a --preset from scratch).")
 @click.option("--warmup-steps", default=0.1, show_default=True, help="Warm-up steps (< 1: fraction of all steps).")
 @click.option("--val-split", default=0.1, show_default=True, help="Fraction of clips for validation.")
 @click.option("--test-split", default=0.1, show_default=True, help="Fraction of clips for the final test.")
@@ -264,7 +265,7 @@ def main(metadata, audio_column, text_column, id_column, audio_base, synthetic, 
 
     \b
         python train_w2v2bert_asr.py --synthetic 64 --preset tiny --epochs 10 \\
-            --learning-rate 3e-3 --batch-size 4 --gradient-accumulation-steps 1 --output-dir out/asr
+            --batch-size 4 --gradient-accumulation-steps 1 --output-dir out/asr
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hf_logging.disable_progress_bar()

@@ -53,6 +53,12 @@ class MetricsCsv:
         tmp.replace(self.path)
 
 
+def _whole_epoch(state) -> bool:
+    """The Trainer stands at an epoch's end (a stop during an epoch's last step still ends a whole epoch,
+    which gets its evaluation and metrics row like any other)."""
+    return state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -145,7 +151,7 @@ class AsrProgressCallback(TrainerCallback):
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.stop_requested:
+        if self.stop_requested and not _whole_epoch(state):
             control.should_evaluate = False  # a stopping job has no use for a partial-epoch evaluation
         return control
 
@@ -154,8 +160,7 @@ class AsrProgressCallback(TrainerCallback):
         logs = logs or {}
         if "loss" in logs and "eval_loss" not in logs:
             self.train_loss = float(logs["loss"])
-            epoch_done = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6
-            if not self.has_validation and epoch_done and not self.stop_requested:
+            if not self.has_validation and _whole_epoch(state):
                 self._finish_epoch(int(round(state.epoch)), {}, control)
         return control
 

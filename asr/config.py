@@ -9,6 +9,9 @@ from typing import Any, Mapping
 from asr.model import DEFAULT_BASE_MODEL
 from asr.text import TextNormalization
 
+FINE_TUNING_LEARNING_RATE = 5e-5  # the recipe's, for the pretrained model or an earlier job's
+SCRATCH_LEARNING_RATE = 2e-3  # a random preset (tests, the demo) learns next to nothing at fine-tuning rates
+
 
 @dataclass
 class AsrTrainConfig:
@@ -16,7 +19,7 @@ class AsrTrainConfig:
 
     epochs: int = 10  # manifest `epochs`
     batch_size: int = 16  # per device; effective batch = batch_size × gradient_accumulation_steps
-    learning_rate: float = 5e-5
+    learning_rate: float | None = None  # None: see peak_learning_rate
     warmup_steps: float = 0.1  # ≥ 1: steps; < 1: fraction of all steps (recipe: 5–15 %)
     gradient_accumulation_steps: int = 2
     val_split: float = 0.1  # picks the best epoch (validation CER)
@@ -77,6 +80,15 @@ class AsrTrainConfig:
         config.validate()
         return config
 
+    @property
+    def peak_learning_rate(self) -> float:
+        """The job's ``learning_rate``, else the fine-tuning rate, or the from-scratch one when a random preset
+        is trained without a base checkpoint."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        from_scratch = self.preset is not None and self.base_checkpoint is None
+        return SCRATCH_LEARNING_RATE if from_scratch else FINE_TUNING_LEARNING_RATE
+
     def validate(self) -> None:
         """Raise ValueError with a message a translator's admin can act on."""
         if not 1 <= self.epochs <= 9999:
@@ -85,7 +97,7 @@ class AsrTrainConfig:
             raise ValueError("batch_size and gradient_accumulation_steps must be at least 1")
         if not (0 <= self.val_split < 1 and 0 <= self.test_split < 1 and self.val_split + self.test_split < 1):
             raise ValueError(f"val_split + test_split must leave room for training ({self.val_split} + {self.test_split})")
-        if self.learning_rate <= 0 or self.warmup_steps < 0:
+        if (self.learning_rate is not None and self.learning_rate <= 0) or self.warmup_steps < 0:
             raise ValueError("learning_rate must be positive and warmup_steps not negative")
 
 

@@ -145,7 +145,7 @@ def training_arguments(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
+        learning_rate=config.peak_learning_rate,
         warmup_steps=warmup,
         lr_scheduler_type="linear",
         adam_beta2=config.adam_beta2,

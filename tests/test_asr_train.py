@@ -126,6 +126,28 @@ def test_stop_request_then_resume_continues_without_repeating_epochs(tmp_path):
     assert second.checkpoint_path.is_file()
 
 
+def test_a_stop_during_an_epochs_last_step_still_evaluates_that_epoch(tmp_path):
+    """9 training clips in batches of 4: 3 steps an epoch. ``should_stop`` is asked after every step and after
+    each epoch's row, so its 7th call comes after epoch 2's last step: epoch 2 is whole, gets its evaluation
+    and metrics row, and the resumed run trains epoch 3 only."""
+    examples = synthetic_examples(12, seed=5)
+    config = AsrTrainConfig(epochs=3, val_split=0.25, test_split=0.0, **TINY)
+    calls, seen = [], []
+
+    def stop_at_the_seventh_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 7
+
+    first = train_asr(examples, tmp_path, config, on_epoch_end=lambda e, m: seen.append(e),
+                      should_stop=stop_at_the_seventh_call, device="cpu")
+    assert first.stopped and seen == [1, 2] and first.epochs_completed == 2
+    resumed = []
+    second = train_asr(examples, tmp_path, config, on_epoch_end=lambda e, m: resumed.append(e), device="cpu")
+    assert resumed == [3]
+    rows = second.train_metrics
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["val_cer"] is not None for r in rows)
+
+
 def test_a_checkpoint_cut_off_mid_save_is_passed_over_and_removed(tmp_path):
     """kill -9 during the Trainer's save leaves a checkpoint folder without its trainer_state.json (written
     last) or with a truncated one: resuming takes the newest complete checkpoint instead of failing."""
@@ -272,7 +294,11 @@ def test_config_from_manifest_job():
     job = {"epochs": "7", "batch_size": 4, "learning_rate": 1e-4, "text_normalization": {"lowercase": False},
            "model": {"base_model": "/models/w2v"}, "transmorgrifier": {"enabled": True}, "unknown": 1}
     config = AsrTrainConfig.from_job(job, base_checkpoint="/tmp/base.tar")
-    assert (config.epochs, config.batch_size, config.learning_rate) == (7, 4, 1e-4)
+    assert (config.epochs, config.batch_size, config.peak_learning_rate) == (7, 4, 1e-4)
+    # Without a learning_rate: the recipe's fine-tuning rate, unless a random preset starts from scratch.
+    assert AsrTrainConfig().peak_learning_rate == 5e-5
+    assert AsrTrainConfig(preset="tiny").peak_learning_rate == 2e-3
+    assert AsrTrainConfig(preset="tiny", base_checkpoint="/tmp/base.tar").peak_learning_rate == 5e-5
     assert config.text_normalization.lowercase is False and config.base_model == "/models/w2v"
     assert config.post_correction and config.base_checkpoint == "/tmp/base.tar"
     with pytest.raises(ValueError, match="epochs"):
