@@ -48,6 +48,7 @@ import gitlab
 import gitlab.exceptions
 import requests
 
+from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, tracking_actions
 from storage import (
     AccessDenied,
     FileAction,
@@ -70,9 +71,6 @@ MANIFEST_PATH = "gpu_jobs/manifest.yaml"
 COMMIT_TRAILER = "Worker-Commit-Id"
 # GitLab 18.7+ refuses commit request bodies over 300 MB with 413.
 GITLAB_MAX_BODY_BYTES = 300 * 1000 * 1000
-LFS_MIN_BYTES = 10 * 1024 * 1024  # results this large go to LFS where .gitattributes does not put them yet
-GITATTRIBUTES = ".gitattributes"
-LFS_ATTRIBUTES = "filter=lfs diff=lfs merge=lfs -text"
 _ATTRIBUTE_ATTEMPTS = 3  # a translator's concurrent .gitattributes change costs a re-read, this many times
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 LFS_POINTER_VERSION = "version https://git-lfs.github.com/spec/v1"
@@ -180,74 +178,6 @@ def parse_lfs_pointer(data: bytes) -> tuple[str, int] | None:
         return None
     match = _POINTER.match(data.decode("utf-8", "replace"))
     return (match.group(1), int(match.group(2))) if match else None
-
-
-class LfsRules:
-    """Which paths the root ``.gitattributes`` puts on LFS (``filter=lfs``; the last matching line wins).
-    GitLab itself reads only the root file, so nested ones are ignored here too."""
-
-    def __init__(self, gitattributes: str | None):
-        self._rules: list[tuple[re.Pattern[str], bool, bool]] = []  # (regex, basename only, tracked)
-        for line in (gitattributes or "").splitlines():
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            pattern, attributes = fields[0], fields[1:]
-            tracked = None
-            for attribute in attributes:
-                if attribute == "filter=lfs":
-                    tracked = True
-                elif attribute in ("-filter", "!filter") or attribute.startswith("filter="):
-                    tracked = False
-            if tracked is not None:
-                basename_only = "/" not in pattern
-                self._rules.append((re.compile(_glob_to_regex(pattern.lstrip("/"))), basename_only, tracked))
-
-    def tracks(self, path: str) -> bool:
-        result = False
-        for regex, basename_only, tracked in self._rules:
-            if regex.match(posixpath.basename(path) if basename_only else path):
-                result = tracked
-        return result
-
-
-def lfs_pattern(path: str) -> str | None:
-    """The ``.gitattributes`` pattern that puts ``path`` on LFS: its kind of file in every job folder
-    (``gpu_jobs/**/*.pt``), else the path itself; None when a pattern could not say it (whitespace, quotes,
-    glob characters): such a file still goes to LFS, only without the line."""
-    suffix = posixpath.splitext(path)[1]
-    literal = suffix if path.startswith("gpu_jobs/") and suffix else path
-    if any(c.isspace() or c in '"\\*?[]!#' for c in literal):
-        return None
-    return f"gpu_jobs/**/*{suffix}" if literal == suffix else f"/{path}"
-
-
-def _glob_to_regex(pattern: str) -> str:
-    """git's wildmatch, enough of it: ``*`` and ``?`` stay within a folder, ``**/`` spans folders."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("/**", i) and i + 3 == len(pattern):
-            out.append("/.*")
-            i += 3
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1:end]
-            out.append("[" + ("^" + body[1:] if body[:1] in "!^" else body) + "]")
-            i = end + 1
-        else:
-            if pattern[i] == "\\" and i + 1 < len(pattern):
-                i += 1
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return r"\A" + "".join(out) + r"\Z"
 
 
 def _status(error: gitlab.exceptions.GitlabError) -> int | None:
@@ -599,17 +529,7 @@ class GitLabProjectStore(ProjectStore):
         """A ``.gitattributes`` change that tracks the large files this commit moves to LFS (none if tracked)."""
         if any(action.path == GITATTRIBUTES for action in actions):
             return []  # the caller writes .gitattributes itself
-        patterns = dict.fromkeys(pattern for path in uploads if not rules.tracks(path)
-                                 if (pattern := lfs_pattern(path)) is not None)
-        if not patterns:
-            return []
-        text = attributes.text if attributes else ""
-        lines = "".join(f"{pattern} {LFS_ATTRIBUTES}\n" for pattern in patterns)
-        content = (text if not text or text.endswith("\n") else text + "\n") + lines
-        logger.info("Tracking %s with Git LFS in %s of %s", ", ".join(patterns), GITATTRIBUTES, self.name)
-        if attributes is None:
-            return [FileAction.create(GITATTRIBUTES, content)]
-        return [FileAction.update(GITATTRIBUTES, content, expected_version=attributes.version)]
+        return tracking_actions([path for path in uploads if not rules.tracks(path)], attributes, self.name)
 
     def _gitattributes(self) -> FileVersion | None:
         # .gitattributes rarely changes; one read per few minutes is plenty (and a fresh one after we change it).

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, tracking_actions
 from storage import (
     FileAction,
     FileAlreadyExists,
@@ -56,6 +57,7 @@ class LocalProjectStore(ProjectStore):
 
     # Local writes have no request-size cap; keep commits bounded anyway so the atomic apply stays short.
     max_commit_bytes = 2 * 1024 * 1024 * 1024
+    lfs_min_bytes = LFS_MIN_BYTES  # see _lfs_tracking
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
@@ -140,7 +142,9 @@ class LocalProjectStore(ProjectStore):
     def commit(self, actions: Sequence[FileAction], message: str) -> str:
         if not actions:
             raise ValueError("a commit needs at least one action")
+        actions = list(actions)
         with self._locked():
+            actions += self._lfs_tracking(actions)
             self._check(actions)
             staged = self._stage(actions)
             try:
@@ -150,6 +154,18 @@ class LocalProjectStore(ProjectStore):
                     tmp.unlink(missing_ok=True)
         logger.debug("committed %d action(s) to %s: %s", len(actions), self.name, message.splitlines()[0])
         return hashlib.sha256(repr([(a.action, a.path) for a in actions]).encode()).hexdigest()[:16]
+
+    def _lfs_tracking(self, actions: Sequence[FileAction]) -> list[FileAction]:
+        """Large results the project's .gitattributes does not put on LFS get a line there (git_lfs.py), as
+        on GitLab: the files stay plain here, and the editor's next sync stores them in LFS, not in history."""
+        if any(act.path == GITATTRIBUTES for act in actions):
+            return []
+        large = [act.path for act in actions if act.action != "delete" and act.size() >= self.lfs_min_bytes]
+        if not large:
+            return []
+        attributes = self.read(GITATTRIBUTES)
+        rules = LfsRules(attributes.text if attributes else None)
+        return tracking_actions([path for path in large if not rules.tracks(path)], attributes, self.name)
 
     def _check(self, actions: Sequence[FileAction]) -> None:
         """Every precondition, before anything is written: all or nothing."""

@@ -32,8 +32,8 @@ from gitlab_jobs import (
     GitLabProjectStore,
     GitLabSource,
     GitLabUnavailable,
-    LfsRules,
 )
+from git_lfs import LfsRules
 from storage import FileAction, FileAlreadyExists, FileMissing, StoreSpec, VersionConflict, open_store
 
 AUDIO = ".project/attachments/pointers/MAT"

@@ -1,0 +1,105 @@
+"""Which project files Git LFS keeps, as the project's root ``.gitattributes`` says, and how a worker adds
+a line for large results it writes where no line covers them yet (models: Codex tracks audio only).
+
+GitLab reads only the root ``.gitattributes`` (nested ones are ignored), and so does this module. Both
+backends use it: GitLab sends such files through the LFS batch API (gitlab_jobs.py); the local backend writes
+plain files but adds the same line, so the editor's next sync puts them on LFS rather than into history.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from typing import Sequence
+
+from storage import FileAction, FileVersion
+
+logger = logging.getLogger(__name__)
+
+GITATTRIBUTES = ".gitattributes"
+LFS_ATTRIBUTES = "filter=lfs diff=lfs merge=lfs -text"
+LFS_MIN_BYTES = 10 * 1024 * 1024  # results this large go to LFS where .gitattributes does not put them yet
+
+
+class LfsRules:
+    """Which paths the root ``.gitattributes`` puts on LFS (``filter=lfs``; the last matching line wins).
+    GitLab itself reads only the root file, so nested ones are ignored here too."""
+
+    def __init__(self, gitattributes: str | None):
+        self._rules: list[tuple[re.Pattern[str], bool, bool]] = []  # (regex, basename only, tracked)
+        for line in (gitattributes or "").splitlines():
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            pattern, attributes = fields[0], fields[1:]
+            tracked = None
+            for attribute in attributes:
+                if attribute == "filter=lfs":
+                    tracked = True
+                elif attribute in ("-filter", "!filter") or attribute.startswith("filter="):
+                    tracked = False
+            if tracked is not None:
+                basename_only = "/" not in pattern
+                self._rules.append((re.compile(_glob_to_regex(pattern.lstrip("/"))), basename_only, tracked))
+
+    def tracks(self, path: str) -> bool:
+        result = False
+        for regex, basename_only, tracked in self._rules:
+            if regex.match(posixpath.basename(path) if basename_only else path):
+                result = tracked
+        return result
+
+
+def lfs_pattern(path: str) -> str | None:
+    """The ``.gitattributes`` pattern that puts ``path`` on LFS: its kind of file in every job folder
+    (``gpu_jobs/**/*.pt``), else the path itself; None when a pattern could not say it (whitespace, quotes,
+    glob characters): such a file still goes to LFS, only without the line."""
+    suffix = posixpath.splitext(path)[1]
+    literal = suffix if path.startswith("gpu_jobs/") and suffix else path
+    if any(c.isspace() or c in '"\\*?[]!#' for c in literal):
+        return None
+    return f"gpu_jobs/**/*{suffix}" if literal == suffix else f"/{path}"
+
+
+def _glob_to_regex(pattern: str) -> str:
+    """git's wildmatch, enough of it: ``*`` and ``?`` stay within a folder, ``**/`` spans folders."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("/**", i) and i + 3 == len(pattern):
+            out.append("/.*")
+            i += 3
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body[:1] in "!^" else body) + "]")
+            i = end + 1
+        else:
+            if pattern[i] == "\\" and i + 1 < len(pattern):
+                i += 1
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return r"\A" + "".join(out) + r"\Z"
+
+
+def tracking_actions(paths: Sequence[str], attributes: FileVersion | None, project: str) -> list[FileAction]:
+    """The ``.gitattributes`` create or update (conditional on the version read) that adds a line for each
+    kind of file in ``paths``, files not tracked yet; [] when no line can or need be added."""
+    patterns = dict.fromkeys(pattern for path in paths if (pattern := lfs_pattern(path)) is not None)
+    if not patterns:
+        return []
+    text = attributes.text if attributes else ""
+    lines = "".join(f"{pattern} {LFS_ATTRIBUTES}\n" for pattern in patterns)
+    content = (text if not text or text.endswith("\n") else text + "\n") + lines
+    logger.info("Tracking %s with Git LFS in %s of %s", ", ".join(patterns), GITATTRIBUTES, project)
+    if attributes is None:
+        return [FileAction.create(GITATTRIBUTES, content)]
+    return [FileAction.update(GITATTRIBUTES, content, expected_version=attributes.version)]
