@@ -135,6 +135,13 @@ def vocode(vocoder: nn.Module, mel: torch.Tensor, mel_lengths: torch.Tensor) -> 
     return [audio[i, : int(n) * MEL.hop_length].copy() for i, n in enumerate(mel_lengths.tolist())]
 
 
+def default_batch_size(device: torch.device | str) -> int:
+    """Texts per synthesis batch: 16 on a GPU, which batching keeps busy; 4 on a CPU, where larger batches
+    only add padding and cache misses (24 demo verses, tiny voice, 2 cores: 13.3 s at 1, 12.7 s at 4,
+    22.7 s at 16)."""
+    return 16 if torch.device(device).type == "cuda" else 4
+
+
 def synthesize_iter(
     model: TTSVoice,
     texts: Sequence[str],
@@ -145,13 +152,14 @@ def synthesize_iter(
     temperature: float = 1.0,
     length_scale: float = 1.0,
     solver: str = "euler",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     seed: int | None = None,
     precision: str = "auto",
 ) -> Iterator[SpokenText]:
     """Like `synthesize`, but yields a SpokenText per text as its batch finishes (longest texts first)."""
     voice = model
     device = voice.device
+    batch_size = batch_size or default_batch_size(device)
     encoded = voice.frontend.encode_batch(list(texts))
     unknown, _ = summarize(encoded)
     if unknown:
@@ -188,7 +196,7 @@ def synthesize(
     temperature: float = 1.0,
     length_scale: float = 1.0,
     solver: str = "euler",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     seed: int | None = None,
     precision: str = "auto",
 ) -> list[np.ndarray]:
@@ -198,8 +206,8 @@ def synthesize(
     or None for the model's learned average voice. steps/solver: fixed-step "euler"/"midpoint" (fast) or
     "dopri5" (adaptive, for comparison). cfg_scale: guidance strength. temperature: noise scale (0 =
     deterministic). length_scale: > 1 speaks slower. seed: reproducible noise per text, independent of
-    batching. precision: "auto" uses bf16 on GPUs that support it, else fp32. Texts with nothing to speak
-    give empty arrays (logged).
+    batching. precision: "auto" uses bf16 on GPUs that support it, else fp32. batch_size: texts per
+    batch (default: `default_batch_size`). Texts with nothing to speak give empty arrays (logged).
     """
     voice = load_voice(model) if isinstance(model, (str, os.PathLike)) else model
     out: list[np.ndarray | None] = [None] * len(texts)
