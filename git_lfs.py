@@ -1,5 +1,6 @@
-"""Which project files Git LFS keeps, as the project's root ``.gitattributes`` says, and how a worker adds
-a line for large results it writes where no line covers them yet (models: Codex tracks audio only).
+"""Git LFS as the worker meets it: pointer files (recognising them, so a pointer is never taken for audio,
+and writing them), which project files LFS keeps as the root ``.gitattributes`` says, and the line a worker
+adds for large results it writes where no line covers them yet (models: Codex tracks audio only).
 
 GitLab reads only the root ``.gitattributes`` (nested ones are ignored), and so does this module. Both
 backends use it: GitLab sends such files through the LFS batch API (gitlab_jobs.py); the local backend writes
@@ -8,9 +9,11 @@ plain files but adds the same line, so the editor's next sync puts them on LFS r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 from storage import FileAction, FileVersion
@@ -20,8 +23,51 @@ logger = logging.getLogger(__name__)
 GITATTRIBUTES = ".gitattributes"
 LFS_ATTRIBUTES = "filter=lfs diff=lfs merge=lfs -text"
 LFS_MIN_BYTES = 10 * 1024 * 1024  # results this large go to LFS where .gitattributes does not put them yet
+LFS_SPEC = "https://git-lfs.github.com/spec/v1"
+_LFS_VERSIONS = (LFS_SPEC, "https://hawser.github.com/spec/v1")  # git-lfs still reads its old name
 
 
+# -- pointer files -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LfsPointer:
+    oid: str    # sha256 hex
+    size: int
+
+
+def parse_lfs_pointer(data: bytes) -> LfsPointer | None:
+    """The pointer described by ``data``, or None when ``data`` is not a Git LFS pointer file."""
+    if len(data) > 1024 or not data.startswith(b"version "):
+        return None
+    try:
+        lines = data.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        return None
+    if lines[0][len("version "):].strip() not in _LFS_VERSIONS:
+        return None
+    fields = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
+    oid = re.fullmatch(r"sha256:([0-9a-f]{64})", fields.get("oid", "").strip())
+    size = fields.get("size", "").strip()
+    if not oid or not size.isdigit():
+        return None
+    return LfsPointer(oid.group(1), int(size))
+
+
+def is_lfs_pointer(data: bytes) -> bool:
+    """True when ``data`` (a file's bytes, or its first KiB) is a Git LFS pointer rather than content."""
+    return parse_lfs_pointer(data) is not None
+
+
+def pointer_text(oid: str, size: int) -> str:
+    """The pointer text git commits in place of the object ``oid`` (sha256 hex) of ``size`` bytes."""
+    return f"version {LFS_SPEC}\noid sha256:{oid}\nsize {size}\n"
+
+
+def lfs_pointer_for(content: bytes) -> bytes:
+    """The pointer text git commits in place of ``content``."""
+    return pointer_text(hashlib.sha256(content).hexdigest(), len(content)).encode("ascii")
+
+
+# -- which files LFS keeps ---------------------------------------------------------------------------
 class LfsRules:
     """Which paths the root ``.gitattributes`` puts on LFS (``filter=lfs``; the last matching line wins).
     GitLab itself reads only the root file, so nested ones are ignored here too."""

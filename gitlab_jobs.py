@@ -48,7 +48,7 @@ import gitlab
 import gitlab.exceptions
 import requests
 
-from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, tracking_actions
+from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, parse_lfs_pointer, pointer_text, tracking_actions
 from storage import (
     AccessDenied,
     FileAction,
@@ -73,7 +73,6 @@ COMMIT_TRAILER = "Worker-Commit-Id"
 GITLAB_MAX_BODY_BYTES = 300 * 1000 * 1000
 _ATTRIBUTE_ATTEMPTS = 3  # a translator's concurrent .gitattributes change costs a re-read, this many times
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
-LFS_POINTER_VERSION = "version https://git-lfs.github.com/spec/v1"
 _CHUNK = 1024 * 1024
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _HOP_BY_HOP = frozenset({"transfer-encoding", "content-length", "connection", "host"})
@@ -162,22 +161,6 @@ def _iso(moment: datetime) -> str:
 
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def lfs_pointer(oid: str, size: int) -> str:
-    """The pointer text git holds for an LFS object."""
-    return f"{LFS_POINTER_VERSION}\noid sha256:{oid}\nsize {size}\n"
-
-
-_POINTER = re.compile(r"\A" + re.escape(LFS_POINTER_VERSION) + r"\noid sha256:([0-9a-f]{64})\nsize ([0-9]+)\n\Z")
-
-
-def parse_lfs_pointer(data: bytes) -> tuple[str, int] | None:
-    """``(oid, size)`` if ``data`` is an LFS pointer text."""
-    if len(data) > 1024:
-        return None
-    match = _POINTER.match(data.decode("utf-8", "replace"))
-    return (match.group(1), int(match.group(2))) if match else None
 
 
 def _status(error: gitlab.exceptions.GitlabError) -> int | None:
@@ -547,7 +530,7 @@ class GitLabProjectStore(ProjectStore):
         if upload is None:
             item.update(content=base64.b64encode(action.payload()).decode("ascii"), encoding="base64")
             return [item]
-        pointer = lfs_pointer(upload.oid, upload.size)
+        pointer = pointer_text(upload.oid, upload.size)
         if action.action == "update":
             item.update(content=pointer, encoding="text")
             return [item]

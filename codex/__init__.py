@@ -11,10 +11,13 @@ The facts this package follows are in ``shared/docs/codex_project.md``. In short
 * Write-back is a list of per-cell ``CellChange``s re-applied to the NEWEST file (``apply_changes``) and committed
   with optimistic concurrency (``commit_cell_changes``), so a translator's concurrent edit always survives.
 
-Modules: ``layout`` (paths), ``lfs`` (Git LFS pointers), ``notebook`` (parse and write back), ``cells`` (one
-cell's id, reference, type, text), ``verse_filter``, ``takes`` (audio takes, fetching their bytes), ``selection``
-(cells a job works on) and ``changes`` (write-back). Everything public is importable from ``codex`` itself.
+Modules: ``layout`` (paths), ``notebook`` (parse and write back), ``cells`` (one cell's id, reference, type,
+text), ``verse_filter``, ``takes`` (audio takes, fetching their bytes), ``selection`` (cells a job works on) and
+``changes`` (write-back). Git LFS pointers come from the top-level ``git_lfs``. Everything public is importable
+from ``codex`` itself.
 """
+
+from git_lfs import LfsPointer, is_lfs_pointer, lfs_pointer_for, parse_lfs_pointer
 
 from .cells import (
     CELL_TYPES,
@@ -55,7 +58,6 @@ from .layout import (
     source_path_for,
     target_path_for,
 )
-from .lfs import LfsPointer, is_lfs_pointer, lfs_pointer_for, parse_lfs_pointer
 from .notebook import Notebook, NotebookError, load_notebook, parse_notebook
 from .selection import (
     TEXT_SOURCES,

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from git_lfs import is_lfs_pointer
 from storage import ProjectStore, UnsafePath, confine_path
 
 from .layout import ATTACHMENTS_DIR, AUDIO_EXTENSIONS, attachment_paths, notebook_segment
-from .lfs import is_lfs_pointer
 
 logger = logging.getLogger(__name__)
 
