@@ -21,9 +21,8 @@ import click
 import gradio as gr
 import numpy as np
 
-from handlers.tts.stabletts.steps import MAX_REFERENCE_SECONDS
-from inference_stabletts import SAMPLE_RATE, TTSVoice, load_voice_or_fail, synthesize_iter
-from preprocess_audio import AudioError, load_audio
+from inference_stabletts import SAMPLE_RATE, TTSVoice, load_reference, load_voice_or_fail, synthesize_iter
+from preprocess_audio import AudioError
 from StableTTS import CheckpointError, read_sidecar
 from StableTTS.text import describe_counts
 
@@ -47,10 +46,9 @@ class SynthesisRequestError(ValueError):
 def reference_samples(path: str | Path) -> np.ndarray:
     """A voice reference file -> 44.1 kHz mono samples, silence-trimmed and cut as TTS jobs cut theirs."""
     try:
-        samples = load_audio(path, SAMPLE_RATE, trim_silence=True)
+        return load_reference(path)
     except AudioError as exc:
         raise SynthesisRequestError(f"The voice reference is not usable audio: {exc.reason}.") from exc
-    return samples[: int(MAX_REFERENCE_SECONDS * SAMPLE_RATE)]
 
 
 def to_pcm16(audio: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from StableTTS.text import (
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = MEL.sample_rate
+MAX_REFERENCE_SECONDS = 30.0  # see load_reference
 
 
 @dataclass
@@ -96,6 +97,15 @@ def load_voice(
             f"{checkpoint}: front end has {frontend.n_vocab} symbols but the model embeds {model.config.n_vocab}"
         )
     return TTSVoice(model=model, frontend=frontend, vocoder=load_vocoder(vocoder, device=device), device=device)
+
+
+def load_reference(path: str | os.PathLike) -> np.ndarray:
+    """A voice reference recording as jobs and demos use it: 44.1 kHz mono, silence trimmed, at most
+    MAX_REFERENCE_SECONDS (a longer one adds compute, not voice). Raises preprocess_audio.AudioError."""
+    from preprocess_audio import load_audio
+
+    samples = load_audio(path, SAMPLE_RATE, trim_silence=True)
+    return samples[: int(MAX_REFERENCE_SECONDS * SAMPLE_RATE)]
 
 
 def reference_mel(reference, device: torch.device) -> torch.Tensor | None:

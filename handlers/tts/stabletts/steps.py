@@ -56,8 +56,8 @@ from handlers.common import (
     write_generated_takes,
 )
 from handlers.common.reports import PROGRESS_SECONDS
-from inference_stabletts import SAMPLE_RATE, TTSVoice, load_voice, synthesize_iter
-from preprocess_audio import ENCODE_FORMATS, AudioError, encode_audio, load_audio
+from inference_stabletts import SAMPLE_RATE, TTSVoice, load_reference, load_voice, synthesize_iter
+from preprocess_audio import ENCODE_FORMATS, AudioError, encode_audio
 from storage import UnsafePath
 from StableTTS import CheckpointError, load_model, read_sidecar, sidecar_path
 from StableTTS.text import FrontendUnavailable, describe_counts
@@ -67,7 +67,6 @@ from tts_training import (HUB_VOCOS_FILE, NoTrainingData, TrainConfig, TrainHook
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "StableTTS"
-MAX_REFERENCE_SECONDS = 30.0  # a longer voice reference adds compute, not voice
 
 
 # -- job settings ------------------------------------------------------------------------------------
@@ -303,7 +302,7 @@ def voice_reference(callbacks, notebooks, sidecar: dict | None, work: Path,
     if chosen:
         local = fetch_project_file(callbacks, str(chosen), work / "voice" / Path(str(chosen)).name,
                                    field="voice_reference")
-        return Reference(_reference_samples(local), f"voice_reference {chosen}")
+        return Reference(load_reference(local), f"voice_reference {chosen}")
     default = ((sidecar or {}).get("extra") or {}).get("default_voice") or {}
     source = default.get("source")
     if source:
@@ -312,7 +311,7 @@ def voice_reference(callbacks, notebooks, sidecar: dict | None, work: Path,
             if local is None:
                 local = fetch_project_file(callbacks, source, work / "voice" / Path(source).name,
                                            field="default voice")
-            return Reference(_reference_samples(local), f"default: the training data's median-length take {source}")
+            return Reference(load_reference(local), f"default: the training data's median-length take {source}")
         except (OSError, ValueError, AudioError) as exc:  # gone from the project, or not decodable any more
             logger.warning("The checkpoint's default voice %s cannot be used (%s); choosing another", source, exc)
     return _median_project_take(callbacks, notebooks, work)
@@ -328,18 +327,13 @@ def _median_project_take(callbacks, notebooks, work: Path) -> Reference:
         fetched = fetch_cell_audio(callbacks, [cells[index]], work, log=False)
         for item in fetched:
             try:
-                samples = _reference_samples(item.audio_path)
+                samples = load_reference(item.audio_path)
             except AudioError as exc:
                 logger.info("Default voice candidate %s unusable: %s", item.source_path, exc.reason)
                 continue
             return Reference(samples, f"default: the project's median-length take {item.source_path}")
     logger.warning("No recording in the project can serve as the voice: using the model's average voice")
     return Reference(None, "default: the model's average voice (the project has no usable recording)")
-
-
-def _reference_samples(path: Path) -> np.ndarray:
-    samples = load_audio(path, SAMPLE_RATE, trim_silence=True)
-    return samples[: int(MAX_REFERENCE_SECONDS * SAMPLE_RATE)]
 
 
 def checkpoint_sidecar(checkpoint: Path) -> dict | None:
