@@ -88,7 +88,7 @@ def synthesize_csv(voice: TTSVoice, rows: list[TextRow], output: Path, reference
 @click.option("--text-column", default="text", show_default=True, help="CSV column holding the text.")
 @click.option("--id-column", default="id", show_default=True, help="CSV column naming each row's file.")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None,
-              help="Texts per batch (default: 16 on a GPU, 4 on a CPU).")
+              help="Texts per batch (default: 16 on a GPU, 1 on a CPU).")
 @synthesis_options
 def main(input_path, output, checkpoint, text_column, id_column, batch_size, reference, steps, cfg_scale,
          temperature, length_scale, solver, seed, vocoder, language, device):

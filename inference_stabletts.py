@@ -146,10 +146,11 @@ def vocode(vocoder: nn.Module, mel: torch.Tensor, mel_lengths: torch.Tensor) -> 
 
 
 def default_batch_size(device: torch.device | str) -> int:
-    """Texts per synthesis batch: 16 on a GPU, which batching keeps busy; 4 on a CPU, where larger batches
-    only add padding and cache misses (24 demo verses, tiny voice, 2 cores: 13.3 s at 1, 12.7 s at 4,
-    22.7 s at 16)."""
-    return 16 if torch.device(device).type == "cuda" else 4
+    """Texts per synthesis batch: 16 on a GPU, which batching keeps busy; 1 on a CPU, where batches only
+    cost. Measured on 2 cores: random v1.1 weights, 8 verses, 2.38 s of audio per second at 1, 1.90 at 2,
+    1.60 at 4; the demo's trained tiny voice, 24 verses, 14.5 s at 1, 14.9 s at 4, 23.3 s at 16. (Padding
+    is not the cause: sorted by symbol count, 200 verses pad by 6%.)"""
+    return 16 if torch.device(device).type == "cuda" else 1
 
 
 def synthesize_iter(
