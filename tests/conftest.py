@@ -137,6 +137,53 @@ def run_worker_in_thread(source, config: WorkerConfig) -> tuple[Worker, threadin
     return worker, thread
 
 
+def write_tar(path: Path, members) -> Path:
+    """A tar.gz at ``path`` from (TarInfo, bytes or None) pairs: the hostile archives tests hand to loaders."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return path
+
+
+def tar_file(name: str, data: bytes = b"{}"):
+    """A regular archive member for ``write_tar``."""
+    import tarfile
+
+    return tarfile.TarInfo(name), data
+
+
+def tar_link(name: str, target: str, kind: bytes | None = None):
+    """A link (symbolic unless ``kind`` says otherwise, e.g. tarfile.LNKTYPE or CHRTYPE) for ``write_tar``."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind or tarfile.SYMTYPE, target
+    return info, None
+
+
+def block_network(mp: pytest.MonkeyPatch) -> None:
+    """No network: the Hugging Face offline switch, and a socket guard that proves it (any IPv4/IPv6
+    connection raises; Unix sockets, e.g. multiprocessing's, still work)."""
+    import socket
+
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    real_connect = socket.socket.connect
+
+    def guarded(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(f"network access in an offline test: {address}")
+        return real_connect(sock, address)
+
+    mp.setattr(socket.socket, "connect", guarded)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """In-process models in tests are tiny: they gain nothing from a second thread, and on a shared 2-core

@@ -9,7 +9,6 @@ that pauses just before the write-back (the same ready/go files as tests/test_ha
 from __future__ import annotations
 
 import html
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import fast_config, run_worker, run_worker_in_thread
+from conftest import fast_config, run_worker, run_worker_in_thread, tar_file, tar_link, write_tar
 from demo_env import BOOKS, DEMO, DemoProject, current_take, reference
 
 METRICS_HEADER = "epoch,train_total_loss,val_total_loss,val_wer,val_cer"
@@ -194,43 +193,22 @@ def test_demo_asr_jobs_train_transcribe_and_keep_a_translators_edit(demo, tmp_pa
 
 
 # -- inference needs a trustworthy model ----------------------------------------------------------
-def _tar(path: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return path.read_bytes()
-
-
-def _file(name: str, data: bytes = b"{}") -> tuple[tarfile.TarInfo, bytes]:
-    return tarfile.TarInfo(name), data
-
-
-def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = tarfile.SYMTYPE, target
-    return info, None
-
-
 def test_inference_without_a_usable_model_fails_cleanly_and_writes_nothing(demo, tmp_path, record_dir):
     outside = tmp_path / "outside"
     outside.mkdir()
     # Extracted into work-worker-a/<project>/job_<id>/inputs/base_checkpoint: five levels below tmp_path.
     up = "../" * 5
     hostile = {
-        "dotdot": (_file(f"{up}outside/evil.json"), "leaves the folder"),
-        "absolute": (_file(str(outside / "absolute.json")), "absolute path"),
-        "symlink": (_symlink("config.json", f"{up}outside/linked.json"), "outside the folder"),
+        "dotdot": (tar_file(f"{up}outside/evil.json"), "leaves the folder"),
+        "absolute": (tar_file(str(outside / "absolute.json")), "absolute path"),
+        "symlink": (tar_link("config.json", f"{up}outside/linked.json"), "outside the folder"),
     }
     jobs = [{"job_id": "nomodel", "model": {"type": "W2V2BERT", "preset": "tiny"}},
             {"job_id": "gone", "model": {"type": "W2V2BERT",
                                          "base_checkpoint": "gpu_jobs/job_gone/model/asr_model.pth.tar"}}]
     for name, (member, _) in hostile.items():
         path = f"gpu_jobs/job_old_{name}/model/asr_model.pth.tar"
-        demo.write_file(path, _tar(tmp_path / f"{name}.tar", _file("vocab.json"), member))
+        demo.write_file(path, write_tar(tmp_path / f"{name}.tar", [tar_file("vocab.json"), member]).read_bytes())
         jobs.append({"job_id": name, "model": {"type": "W2V2BERT", "base_checkpoint": path}})
     for minute, job in enumerate(jobs):
         job.update(job_type="asr", mode="inference", submitted_at=f"2025-10-15T19:{10 + minute}:00.000Z",

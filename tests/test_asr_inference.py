@@ -1,9 +1,7 @@
 """Batched and chunked transcription with a tiny trained model, post-corrector use, safe archives."""
 
-import io
 import json
 import shutil
-import socket
 import tarfile
 
 import jiwer
@@ -20,26 +18,14 @@ from asr.decode import DecodeOptions
 from asr.model import logit_lengths
 from asr.postcorrect import FILE_NAME, PostCorrector
 from asr.synthetic import synth_speech, synthetic_examples
+from conftest import block_network, tar_file, tar_link, write_tar
 from preprocess_audio import AudioError
 from train_w2v2bert_asr import AsrTrainConfig, train_asr
 
 
-def _offline(mp: pytest.MonkeyPatch) -> None:
-    """No network: the env switch for Hugging Face, and a socket guard that proves it."""
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    real_connect = socket.socket.connect
-
-    def guarded(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            raise OSError(f"network access in an offline test: {address}")
-        return real_connect(sock, address)
-
-    mp.setattr(socket.socket, "connect", guarded)
-
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    _offline(monkeypatch)
+    block_network(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +36,7 @@ def model_archive(tmp_path_factory):
         learning_rate=3e-3, warmup_steps=0.1, seed=3,
     )
     with pytest.MonkeyPatch.context() as mp:
-        _offline(mp)
+        block_network(mp)
         result = train_asr(synthetic_examples(64, seed=1), out, config, device="cpu")
     assert result.best_val_cer is not None and result.best_val_cer < 0.1, result.train_metrics
     return result.checkpoint_path
@@ -210,42 +196,20 @@ def test_cli_prints_one_line_per_file(model_archive, fresh_clips, tmp_path):
 # -- archives ------------------------------------------------------------------------------------------
 
 
-def _tar(path, members):
-    """Write a tar.gz from (TarInfo, bytes | None) pairs."""
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return path
-
-
-def _file(name, data=b"{}"):
-    return tarfile.TarInfo(name), data
-
-
-def _link(name, target, kind):
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, target
-    return info, None
-
-
 @pytest.mark.parametrize(
     "member, reason",
     [
-        (_file("/etc/evil.json"), "absolute path"),
-        (_file("../evil.json"), "leaves the folder"),
-        (_file("model/../../evil.json"), "leaves the folder"),
-        (_link("config.json", "../../outside.json", tarfile.SYMTYPE), "outside the folder"),
-        (_link("config.json", "/etc/passwd", tarfile.SYMTYPE), "absolute path"),
-        (_link("config.json", "../outside.json", tarfile.LNKTYPE), "outside the folder"),
-        (_link("tty", "", tarfile.CHRTYPE), "device"),
+        (tar_file("/etc/evil.json"), "absolute path"),
+        (tar_file("../evil.json"), "leaves the folder"),
+        (tar_file("model/../../evil.json"), "leaves the folder"),
+        (tar_link("config.json", "../../outside.json", tarfile.SYMTYPE), "outside the folder"),
+        (tar_link("config.json", "/etc/passwd", tarfile.SYMTYPE), "absolute path"),
+        (tar_link("config.json", "../outside.json", tarfile.LNKTYPE), "outside the folder"),
+        (tar_link("tty", "", tarfile.CHRTYPE), "device"),
     ],
 )
 def test_unsafe_archives_are_refused(tmp_path, member, reason):
-    archive = _tar(tmp_path / "evil.pth.tar", [_file("vocab.json"), member])
+    archive = write_tar(tmp_path / "evil.pth.tar", [tar_file("vocab.json"), member])
     dest = tmp_path / "dest"
     with pytest.raises(UnsafeArchiveError, match=reason):
         extract_model_archive(archive, dest)
@@ -267,5 +231,5 @@ def test_archive_round_trip_in_both_layouts(model_archive, tmp_path):
         assert "config.json" in tar.getnames() and "training_info.json" not in tar.getnames()
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError):
-        extract_model_archive(_tar(tmp_path / "nomodel.tar", [_file("readme.txt")]), tmp_path / "x")
+        extract_model_archive(write_tar(tmp_path / "nomodel.tar", [tar_file("readme.txt")]), tmp_path / "x")
     assert json.loads((folder / "vocab.json").read_text())["[PAD]"] == 0

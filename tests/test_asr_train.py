@@ -2,7 +2,6 @@
 
 import csv
 import json
-import socket
 import tarfile
 
 import numpy as np
@@ -18,27 +17,15 @@ from asr.postcorrect import PostCorrector, align_outputs, learn_post_corrector, 
 from asr.synthetic import synth_speech, synthetic_examples
 from asr.text import TextNormalization
 from asr.vocab import build_vocabulary, load_feature_extractor, load_vocabulary
+from conftest import block_network
 from train_w2v2bert_asr import AsrTrainConfig, train_asr
 
 TINY = dict(preset="tiny", batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, warmup_steps=0.1, seed=3)
 
 
-def _offline(mp: pytest.MonkeyPatch) -> None:
-    """No network: the env switch for Hugging Face, and a socket guard that proves it."""
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    real_connect = socket.socket.connect
-
-    def guarded(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            raise OSError(f"network access in an offline test: {address}")
-        return real_connect(sock, address)
-
-    mp.setattr(socket.socket, "connect", guarded)
-
-
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    _offline(monkeypatch)
+    block_network(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +43,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("asr_train")
     config = AsrTrainConfig(epochs=10, val_split=0.15, test_split=0.1, post_correction=True, **TINY)
     with pytest.MonkeyPatch.context() as mp:
-        _offline(mp)
+        block_network(mp)
         result = train_asr(
             synthetic_examples(64, seed=1), out, config, on_epoch_end=on_epoch_end, should_stop=should_stop, device="cpu"
         )
