@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Optional dependency groups: the test tools and the Gradio demos; `make setup EXTRAS=` installs the worker only.
+EXTRAS ?= test,demo
 
 .PHONY: setup demo test bench browser-check clean
 
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,demo]"
+	$(PY) -m pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $(STAMP)
 
 demo: setup

@@ -37,3 +37,4 @@ def test_run_uses_only_real_options_and_a_stable_worker_id():
     assert used <= known, f"options not in the CLI: {used - known}"
     assert "SKYPILOT_TASK_ID" in run and "--worker-id" in used
     assert "make setup" in load_task()["setup"]
+    assert re.search(r"make setup .*EXTRAS=(\s|$)", load_task()["setup"])  # no test tools, no Gradio on workers
