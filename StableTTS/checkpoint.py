@@ -63,8 +63,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"{path}: refused to load: it contains Python objects other than tensors, which are not "
                 f"unpickled for safety; re-save it as a plain state_dict ({_unpickler_reason(exc)})"
             ) from exc
-        except (RuntimeError, EOFError, OSError) as exc:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - arbitrary bytes also raise KeyError, IndexError, ValueError...
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
     return _unwrap(data, path)
 
 

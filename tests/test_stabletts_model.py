@@ -348,6 +348,16 @@ def test_malicious_pickle_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("seed", [0, 2, 20])  # bytes on which torch.load raises UnpicklingError, IndexError, KeyError
+def test_random_bytes_are_a_checkpoint_error_naming_the_file(tmp_path, seed):
+    import random
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(random.Random(seed).randbytes(2000))
+    with pytest.raises(CheckpointError, match=r"garbage\.pt: not a (readable )?torch checkpoint"):
+        load_state_dict_file(garbage)
+
+
 def test_mismatched_checkpoint_names_file_and_problem(tmp_path):
     path = save_checkpoint(build_model("tiny"), tmp_path / "tiny.pt")
     with pytest.raises(CheckpointError, match=r"tiny\.pt.*shape mismatches.*encoder\.emb\.weight"):

@@ -158,10 +158,6 @@ def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
         load_model(local)
     except CheckpointError as exc:
         raise CheckpointError(f"model.base_checkpoint {path} cannot be used: {_problem(exc, local, path)}") from None
-    except Exception as exc:  # noqa: BLE001 - torch.load on arbitrary bytes raises KeyError, IndexError, ...
-        logger.info("Reading %s failed with %s: %s", path, type(exc).__name__, exc)
-        raise CheckpointError(f"model.base_checkpoint {path} cannot be used: not a readable torch checkpoint "
-                              f"({type(exc).__name__})") from None
     return local
 
 
