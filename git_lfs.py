@@ -14,7 +14,7 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from storage import FileAction, FileVersion
 
@@ -136,10 +136,21 @@ def _glob_to_regex(pattern: str) -> str:
     return r"\A" + "".join(out) + r"\Z"
 
 
-def tracking_actions(paths: Sequence[str], attributes: FileVersion | None, project: str) -> list[FileAction]:
-    """The ``.gitattributes`` create or update (conditional on the version read) that adds a line for each
-    kind of file in ``paths``, files not tracked yet; [] when no line can or need be added."""
-    patterns = dict.fromkeys(pattern for path in paths if (pattern := lfs_pattern(path)) is not None)
+def tracking_actions(actions: Sequence[FileAction], read_attributes: Callable[[], FileVersion | None],
+                     min_bytes: int, project: str) -> list[FileAction]:
+    """The ``.gitattributes`` create or update (conditional on the version read) that adds a line for each kind
+    of file this commit writes at ``min_bytes`` or more that no line tracks yet; [] when none is needed or can
+    be written, or when the commit writes ``.gitattributes`` itself. ``read_attributes`` is called only when
+    some file is that large."""
+    if any(action.path == GITATTRIBUTES for action in actions):
+        return []
+    large = [action.path for action in actions if action.action != "delete" and action.size() >= min_bytes]
+    if not large:
+        return []
+    attributes = read_attributes()
+    rules = LfsRules(attributes.text if attributes else None)
+    patterns = dict.fromkeys(pattern for path in large if not rules.tracks(path)
+                             if (pattern := lfs_pattern(path)) is not None)
     if not patterns:
         return []
     text = attributes.text if attributes else ""

@@ -466,7 +466,7 @@ class GitLabProjectStore(ProjectStore):
             attributes = self._gitattributes()
             rules = LfsRules(attributes.text if attributes else None)
             uploads = self._lfs_uploads(actions, rules)
-            extra = self._attribute_action(actions, uploads, rules, attributes)
+            extra = tracking_actions(actions, lambda: attributes, self.lfs_min_bytes, self.name)
             try:
                 return self._send_commit(actions + extra, uploads, message)
             except VersionConflict as conflict:
@@ -506,13 +506,6 @@ class GitLabProjectStore(ProjectStore):
             elif action.size() >= self.lfs_min_bytes:
                 uploads[action.path] = _LfsUpload.of(action)
         return uploads
-
-    def _attribute_action(self, actions: list[FileAction], uploads: dict[str, "_LfsUpload"], rules: LfsRules,
-                          attributes: FileVersion | None) -> list[FileAction]:
-        """A ``.gitattributes`` change that tracks the large files this commit moves to LFS (none if tracked)."""
-        if any(action.path == GITATTRIBUTES for action in actions):
-            return []  # the caller writes .gitattributes itself
-        return tracking_actions([path for path in uploads if not rules.tracks(path)], attributes, self.name)
 
     def _gitattributes(self) -> FileVersion | None:
         # .gitattributes rarely changes; one read per few minutes is plenty (and a fresh one after we change it).

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, tracking_actions
+from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, tracking_actions
 from storage import (
     FileAction,
     FileAlreadyExists,
@@ -158,14 +158,7 @@ class LocalProjectStore(ProjectStore):
     def _lfs_tracking(self, actions: Sequence[FileAction]) -> list[FileAction]:
         """Large results the project's .gitattributes does not put on LFS get a line there (git_lfs.py), as
         on GitLab: the files stay plain here, and the editor's next sync stores them in LFS, not in history."""
-        if any(act.path == GITATTRIBUTES for act in actions):
-            return []
-        large = [act.path for act in actions if act.action != "delete" and act.size() >= self.lfs_min_bytes]
-        if not large:
-            return []
-        attributes = self.read(GITATTRIBUTES)
-        rules = LfsRules(attributes.text if attributes else None)
-        return tracking_actions([path for path in large if not rules.tracks(path)], attributes, self.name)
+        return tracking_actions(actions, lambda: self.read(GITATTRIBUTES), self.lfs_min_bytes, self.name)
 
     def _check(self, actions: Sequence[FileAction]) -> None:
         """Every precondition, before anything is written: all or nothing."""
