@@ -28,6 +28,7 @@ from .cells import (
     hash_cell_id,
     html_to_text,
     is_deleted_cell,
+    value_edits,
 )
 from .changes import (
     ApplyReport,
@@ -93,7 +94,7 @@ __all__ = [
     "NotebookError", "Notebook", "parse_notebook", "load_notebook",
     # cells
     "CELL_TYPES", "cell_id", "cell_type", "cell_reference", "is_deleted_cell", "hash_cell_id", "html_to_text",
-    "cell_text",
+    "cell_text", "value_edits",
     # verse_filter
     "VerseFilter",
     # takes

@@ -110,7 +110,7 @@ def cell_text(cell: Mapping) -> str:
     return html_to_text(cell.get("value"))
 
 
-def _value_edits(cell: Mapping) -> list[dict]:
+def value_edits(cell: Mapping) -> list[dict]:
     """Edits that set the value: ``editMap == ["value"]``, or the legacy form with ``cellValue``."""
     edits = cell.get("metadata", {}).get("edits")
     if not isinstance(edits, list):

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from storage import FileAction, FileMissing, FileVersion, ProjectStore, VersionConflict
 
-from .cells import _value_edits, is_deleted_cell
+from .cells import is_deleted_cell, value_edits
 from .layout import attachment_paths, notebook_segment
 from .notebook import NotebookError, parse_notebook
 from .selection import CellRef
@@ -191,7 +191,7 @@ def _edit(value: str, timestamp: int, kind: str, author: str) -> dict:
 
 def _is_validated(cell: Mapping, current: str) -> bool:
     """True when the latest edit that set the current value carries an active validation."""
-    for edit in reversed(_value_edits(cell)):
+    for edit in reversed(value_edits(cell)):
         if edit.get("value", edit.get("cellValue")) != current:
             continue
         validations = edit.get("validatedBy")

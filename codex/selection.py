@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
-from .cells import _value_edits, cell_id, cell_reference, cell_text, cell_type, html_to_text, is_deleted_cell
+from .cells import cell_id, cell_reference, cell_text, cell_type, html_to_text, is_deleted_cell, value_edits
 from .notebook import Notebook
 from .takes import AudioTake, select_take
 from .verse_filter import VerseFilter
@@ -144,11 +144,11 @@ def _with_text(ref: CellRef, text: str) -> CellRef:
 def _text_from(cell: Mapping, take: AudioTake | None, source: str, history_selection: str) -> str:
     if source == "transcription":
         return html_to_text(take.transcription) if take else ""
-    values = [e.get("value", e.get("cellValue")) for e in _value_edits(cell)]
+    values = [e.get("value", e.get("cellValue")) for e in value_edits(cell)]
     values = [html_to_text(v) for v in values if isinstance(v, str)]
     values = [v for v in values if v]
     if history_selection == "initial_import":
-        imports = [html_to_text(e.get("value")) for e in _value_edits(cell) if e.get("type") == "initial-import"]
+        imports = [html_to_text(e.get("value")) for e in value_edits(cell) if e.get("type") == "initial-import"]
         values = [v for v in imports if v] + values
     elif history_selection == "last":
         values.reverse()
@@ -159,7 +159,7 @@ def _text_from(cell: Mapping, take: AudioTake | None, source: str, history_selec
 
 def _machine_written(cell: Mapping) -> bool:
     """The cell's text is as a model wrote it: its last value edit is an ``llm-generation`` nobody validated."""
-    edits = _value_edits(cell)
+    edits = value_edits(cell)
     return bool(edits) and edits[-1].get("type") == "llm-generation" and not edits[-1].get("validatedBy")
 
 

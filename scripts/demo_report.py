@@ -360,22 +360,14 @@ def asr_written_cells(project: Path) -> list[AsrCell]:
     cells = []
     for notebook in load_notebooks(LocalProjectStore(project)):
         for cell in notebook.cells:
-            last = _last_value_edit(cell)
+            edits = codex.value_edits(cell)
+            last = edits[-1] if edits else {}
             author = last.get("author")
             if (last.get("type") == "llm-generation" and isinstance(author, str) and author.startswith("ASR ")
                     and last.get("value") == cell.get("value")):
                 reference = codex.cell_reference(cell) or codex.cell_id(cell)
                 cells.append(AsrCell(notebook.path, reference, codex.cell_text(cell), author))
     return cells
-
-
-def _last_value_edit(cell: Mapping) -> Mapping:
-    """The newest edit-history entry that set the cell's value ({} when there is none)."""
-    edits = cell.get("metadata", {}).get("edits")
-    if not isinstance(edits, list):
-        return {}
-    value_edits = [e for e in edits if isinstance(e, dict) and e.get("editMap") == ["value"]]
-    return value_edits[-1] if value_edits else {}
 
 
 def character_error_rate(reference: str, hypothesis: str) -> float | None:
