@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 GITATTRIBUTES = ".gitattributes"
 LFS_ATTRIBUTES = "filter=lfs diff=lfs merge=lfs -text"
 LFS_MIN_BYTES = 10 * 1024 * 1024  # results this large go to LFS where .gitattributes does not put them yet
+WORKER_RESULTS = "gpu_jobs/"  # the size rule applies only here: translators' files keep the form they have
 LFS_SPEC = "https://git-lfs.github.com/spec/v1"
 _LFS_VERSIONS = (LFS_SPEC, "https://hawser.github.com/spec/v1")  # git-lfs still reads its old name
 
@@ -68,6 +69,13 @@ def lfs_pointer_for(content: bytes) -> bytes:
 
 
 # -- which files LFS keeps ---------------------------------------------------------------------------
+def large_result(path: str, size: int, min_bytes: int) -> bool:
+    """True for a file the worker writes under ``gpu_jobs/`` (a model, resume state) of ``min_bytes`` or more:
+    such a file goes to LFS whatever ``.gitattributes`` says. A notebook or anything else translators own is
+    never moved to LFS by its size: the editor reads ``files/target/*.codex`` as JSON, not as a pointer."""
+    return path.startswith(WORKER_RESULTS) and size >= min_bytes
+
+
 class LfsRules:
     """Which paths the root ``.gitattributes`` puts on LFS (``filter=lfs``; the last matching line wins).
     GitLab itself reads only the root file, so nested ones are ignored here too."""
@@ -98,14 +106,14 @@ class LfsRules:
 
 
 def lfs_pattern(path: str) -> str | None:
-    """The ``.gitattributes`` pattern that puts ``path`` on LFS: its kind of file in every job folder
-    (``gpu_jobs/**/*.pt``), else the path itself; None when a pattern could not say it (whitespace, quotes,
-    glob characters): such a file still goes to LFS, only without the line."""
+    """The ``.gitattributes`` pattern that puts a result at ``path`` on LFS: its kind of file in every job
+    folder (``gpu_jobs/**/*.pt``), else the path itself; None when a pattern could not say it (whitespace,
+    quotes, glob characters): such a file still goes to LFS, only without the line."""
     suffix = posixpath.splitext(path)[1]
-    literal = suffix if path.startswith("gpu_jobs/") and suffix else path
+    literal = suffix or path
     if any(c.isspace() or c in '"\\*?[]!#' for c in literal):
         return None
-    return f"gpu_jobs/**/*{suffix}" if literal == suffix else f"/{path}"
+    return f"gpu_jobs/**/*{suffix}" if suffix else f"/{path}"
 
 
 def _glob_to_regex(pattern: str) -> str:
@@ -139,12 +147,13 @@ def _glob_to_regex(pattern: str) -> str:
 def tracking_actions(actions: Sequence[FileAction], read_attributes: Callable[[], FileVersion | None],
                      min_bytes: int, project: str) -> list[FileAction]:
     """The ``.gitattributes`` create or update (conditional on the version read) that adds a line for each kind
-    of file this commit writes at ``min_bytes`` or more that no line tracks yet; [] when none is needed or can
+    of result this commit writes under ``gpu_jobs/`` at ``min_bytes`` or more that no line tracks yet; [] when none is needed or can
     be written, or when the commit writes ``.gitattributes`` itself. ``read_attributes`` is called only when
     some file is that large."""
     if any(action.path == GITATTRIBUTES for action in actions):
         return []
-    large = [action.path for action in actions if action.action != "delete" and action.size() >= min_bytes]
+    large = [action.path for action in actions
+             if action.action != "delete" and large_result(action.path, action.size(), min_bytes)]
     if not large:
         return []
     attributes = read_attributes()

@@ -48,7 +48,8 @@ import gitlab
 import gitlab.exceptions
 import requests
 
-from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, parse_lfs_pointer, pointer_text, tracking_actions
+from git_lfs import (GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, large_result, parse_lfs_pointer, pointer_text,
+                     tracking_actions)
 from storage import (
     AccessDenied,
     FileAction,
@@ -495,7 +496,7 @@ class GitLabProjectStore(ProjectStore):
 
     def _lfs_uploads(self, actions: list[FileAction], rules: LfsRules) -> dict[str, _LfsUpload]:
         """The actions whose bytes must go through the LFS batch API (see the module docstring): updates and
-        file-backed creates of LFS paths, and any create or update of ``lfs_min_bytes`` or more."""
+        file-backed creates of LFS paths, and any create or update of a large result under ``gpu_jobs/``."""
         uploads = {}
         for action in actions:
             if action.action == "delete" or action.path == GITATTRIBUTES:
@@ -503,7 +504,7 @@ class GitLabProjectStore(ProjectStore):
             if rules.tracks(action.path):
                 if action.action == "update" or action.source is not None:
                     uploads[action.path] = _LfsUpload.of(action)
-            elif action.size() >= self.lfs_min_bytes:
+            elif large_result(action.path, action.size(), self.lfs_min_bytes):
                 uploads[action.path] = _LfsUpload.of(action)
         return uploads
 

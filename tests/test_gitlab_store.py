@@ -240,6 +240,21 @@ def test_a_large_model_goes_to_lfs_and_gitattributes_learns_its_kind(gitlab_serv
     store.close()
 
 
+def test_a_large_notebook_is_committed_as_json_never_as_an_lfs_pointer(gitlab_server, gitlab_project):
+    """Only results under gpu_jobs/ go to LFS by size: a 50 MB notebook committed as a pointer would leave the
+    editor reading pointer text instead of the translation."""
+    store = GitLabProjectStore(gitlab_server.url, gitlab_project.id, token=gitlab_server.token, retry=FAST_RETRY,
+                               lfs_min_bytes=1000)
+    before = gitlab_server.read(gitlab_project, ".gitattributes")
+    notebook = "files/target/BIG.codex"
+    big = ('{"cells": [' + ",".join(['{"kind": 2, "value": "x"}'] * 200) + '], "metadata": {}}').encode()
+    store.commit([FileAction.create(notebook, big)], "a large notebook")
+    store.commit([FileAction.update(notebook, big + b"\n", expected_version=store.version(notebook))], "again")
+    assert gitlab_server.read(gitlab_project, notebook) == big + b"\n"
+    assert gitlab_server.read(gitlab_project, ".gitattributes") == before
+    store.close()
+
+
 def test_the_store_never_sends_a_body_over_its_cap(gitlab_server, gitlab_project, gitlab_store):
     small = GitLabProjectStore(gitlab_server.url, gitlab_project.id, token=gitlab_server.token,
                                max_body_bytes=50_000, retry=FAST_RETRY)

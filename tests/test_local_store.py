@@ -39,3 +39,19 @@ def test_deletes_remove_the_folders_they_empty_but_never_the_project(tmp_path):
     assert (tmp_path / "gpu_jobs/job_a/response.yaml").is_file()
     store.commit([FileAction.delete("gpu_jobs/job_a/response.yaml")], "gone")
     assert not (tmp_path / "gpu_jobs").exists() and tmp_path.is_dir()
+
+
+def test_a_large_notebook_keeps_its_form_no_lfs_line(tmp_path):
+    """The size rule is for results under gpu_jobs/ only: a translators' notebook of any size stays a plain
+    JSON file and never gets a .gitattributes line (the editor would then read a pointer as its notebook)."""
+    (tmp_path / ".gitattributes").write_text(CODEX_ATTRIBUTES)
+    notebook = "files/target/GEN.codex"
+    (tmp_path / "files/target").mkdir(parents=True)
+    (tmp_path / notebook).write_text('{"cells": []}')
+    store = LocalProjectStore(tmp_path)
+    store.lfs_min_bytes = 1000
+    big = '{"cells": [' + ",".join(['{"kind": 2, "value": "x"}'] * 200) + '], "metadata": {}}'
+    store.commit([FileAction.update(notebook, big, expected_version=store.version(notebook)),
+                  FileAction.create(".project/sourceTexts/GEN.source", big)], "notebooks")
+    assert (tmp_path / ".gitattributes").read_text() == CODEX_ATTRIBUTES
+    assert (tmp_path / notebook).read_text() == big
