@@ -14,8 +14,6 @@ owns the store and the lease:
 from __future__ import annotations
 
 import enum
-import importlib
-import importlib.util
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -30,63 +28,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jobs
+from handler_discovery import load_handler
 from storage import FileAction, StorageError, StoreSpec, open_store
 from worker_logging import JobLogFile, configure_logging
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_HANDLERS = Path(__file__).resolve().parent / "handlers"
 LOG_PATH = "logs.txt"
-
-
-# -- handler discovery -----------------------------------------------------------------------------
-class HandlerNotFound(LookupError):
-    pass
-
-
-def find_handler(job: jobs.JobSpec, roots: Sequence[Path]) -> Path:
-    """``<root>/<job_type>/<model>/<mode>.py`` in the first root that has it (extra roots first, then the
-    built-in ``handlers`` package). Folder names are compared like model names: case, ``-`` and ``_``
-    do not matter."""
-    looked: list[str] = []
-    for root in [*roots, BUILTIN_HANDLERS]:
-        type_dir = _match_dir(Path(root), job.job_type.lower())
-        model_dir = _match_dir(type_dir, job.model_key) if type_dir else None
-        candidate = (model_dir or Path(root) / job.job_type / job.model_key) / f"{job.mode}.py"
-        looked.append(str(candidate))
-        if candidate.is_file():
-            return candidate
-    raise HandlerNotFound(
-        f"no handler for {job.job_type} jobs with model {job.model_type!r} in mode {job.mode}: "
-        f"looked for {', '.join(looked)}"
-    )
-
-
-def _match_dir(parent: Path, key: str) -> Path | None:
-    if not parent.is_dir():
-        return None
-    for entry in sorted(parent.iterdir()):
-        if entry.is_dir() and jobs.normalise_model_name(entry.name) == key:
-            return entry
-    return None
-
-
-def load_handler(path: Path):
-    """Import a handler module; built-in handlers by package name so their own imports work."""
-    path = Path(path).resolve()
-    if BUILTIN_HANDLERS in path.parents:
-        dotted = ".".join(("handlers", *path.relative_to(BUILTIN_HANDLERS).with_suffix("").parts))
-        return importlib.import_module(dotted)
-    name = "codex_job_handler_" + "_".join(path.with_suffix("").parts[-3:])
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise HandlerNotFound(f"cannot import handler {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "run", None)):
-        raise HandlerNotFound(f"handler {path} has no run(job_context, callbacks) function")
-    return module
 
 
 # -- the child -------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 import jobs
-from job_process import ExecutionSettings, HandlerNotFound, JobExecution, Stop, find_handler
+from handler_discovery import HandlerNotFound, find_handler
+from job_process import ExecutionSettings, JobExecution, Stop
 from storage import AccessDenied, ProjectSource, ProjectStore
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import yaml
 
@@ -56,8 +57,12 @@ def test_unknown_handler_fails_and_the_worker_goes_on(env, tmp_path, record_dir)
     run_worker(env.source(), fast_config(tmp_path))
     failed = env.response("u1")
     assert failed["state"] == "failed"
-    assert "no handler for test jobs with model 'NoSuchModel'" in failed["error_message"]
-    assert "test/nosuchmodel/training.py" in failed["error_message"]
+    message = failed["error_message"]
+    assert message.startswith("this worker has no handler for job_type 'test' with model.type 'NoSuchModel' "
+                              "in mode 'training'; it runs: ")
+    assert "tts/stabletts (inference, training, training_and_inference)" in message
+    assert "test/probe (training)" in message  # the --handler-path root's handlers are offered too
+    assert "\n" not in message and str(Path(__file__).parent.parent) not in message  # no server paths
     assert env.response("u2")["state"] == "completed"
 
 
