@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 # Optional dependency groups: the test tools and the Gradio demos; `make setup EXTRAS=` installs the worker only.
 EXTRAS ?= test,demo
 
-.PHONY: setup demo test bench browser-check clean
+FLEET_VENV := .venv-fleet
+FLEET_STAMP := $(FLEET_VENV)/.installed
+
+.PHONY: setup fleet-setup demo test bench browser-check clean
 
 setup: $(STAMP)
 
@@ -19,10 +22,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $(STAMP)
 
+# The fleet controller's own environment (scale_workers.py): SkyPilot cannot share the worker's venv
+# (see requirements-fleet.txt). It runs the repository's modules in place; nothing is installed from here.
+fleet-setup: $(FLEET_STAMP)
+
+$(FLEET_STAMP): requirements-fleet.txt
+	test -x $(FLEET_VENV)/bin/python || $(PYTHON) -m venv $(FLEET_VENV)
+	$(FLEET_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLEET_VENV)/bin/python -m pip install -q -r requirements-fleet.txt
+	touch $(FLEET_STAMP)
+
 demo: setup
 	$(PY) scripts/run_demo.py
 
-test: setup
+test: setup fleet-setup
 	$(PY) -m pytest -q
 
 bench: setup
@@ -33,4 +46,4 @@ browser-check: setup
 	$(PY) scripts/browser_check.py
 
 clean:
-	rm -rf $(VENV) work build *.egg-info
+	rm -rf $(VENV) $(FLEET_VENV) work build *.egg-info
