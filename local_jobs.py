@@ -10,6 +10,7 @@ A version is the SHA-256 of the file's bytes: it changes whenever the content do
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -82,10 +83,17 @@ class LocalProjectStore(ProjectStore):
 
     # -- paths ---------------------------------------------------------------------------------------
     def _abs(self, path: str) -> Path:
-        """Absolute path of a project path; symlinks may not lead outside the project."""
+        """Absolute path of a project path; symlinks may not lead outside the project. ``UnsafePath``
+        messages name the project path only, never where the project lies on this machine."""
         relative = confine_path(path)
         target = self.root / relative
-        resolved = target.resolve()
+        try:
+            resolved = target.resolve()
+        except RuntimeError:    # a symlink loop, up to Python 3.12
+            raise UnsafePath(f"{path!r} is a symbolic link loop") from None
+        except OSError as exc:  # the same from Python 3.13 on (ELOOP), or a folder we may not enter
+            why = "is a symbolic link loop" if exc.errno == errno.ELOOP else f"cannot be resolved ({exc.strerror})"
+            raise UnsafePath(f"{path!r} {why}") from None
         if resolved != self.root and self.root not in resolved.parents:
             raise UnsafePath(f"{path!r} resolves outside the project")
         return target

@@ -28,6 +28,7 @@ from .cells import (
     hash_cell_id,
     html_to_text,
     is_deleted_cell,
+    non_text_value,
     value_edits,
 )
 from .changes import (
@@ -61,7 +62,9 @@ from .layout import (
 )
 from .notebook import Notebook, NotebookError, load_notebook, parse_notebook
 from .selection import (
+    ALREADY_RECORDED,
     TEXT_SOURCES,
+    VALUE_NOT_TEXT,
     CellRef,
     Selection,
     SkippedCell,
@@ -75,9 +78,11 @@ from .takes import (
     AttachmentIndex,
     AudioTake,
     FetchedAudio,
+    PlayingTake,
     audio_takes,
     fetch_take,
-    has_human_selection,
+    playing_take,
+    plays_human_take,
     select_take,
     take_candidate_paths,
     take_sources,
@@ -94,15 +99,16 @@ __all__ = [
     "NotebookError", "Notebook", "parse_notebook", "load_notebook",
     # cells
     "CELL_TYPES", "cell_id", "cell_type", "cell_reference", "is_deleted_cell", "hash_cell_id", "html_to_text",
-    "cell_text", "value_edits",
+    "cell_text", "non_text_value", "value_edits",
     # verse_filter
     "VerseFilter",
     # takes
-    "AudioTake", "audio_takes", "select_take", "has_human_selection", "take_candidate_paths", "AttachmentIndex",
-    "FetchedAudio", "take_sources", "fetch_take",
+    "AudioTake", "audio_takes", "select_take", "PlayingTake", "playing_take", "plays_human_take",
+    "take_candidate_paths", "AttachmentIndex", "FetchedAudio", "take_sources", "fetch_take",
     # selection
-    "CellRef", "SkippedCell", "Selection", "TEXT_SOURCES", "select_cells_needing_audio",
-    "select_cells_needing_text", "select_training_pairs", "make_cell_ref", "pair_source_cells",
+    "CellRef", "SkippedCell", "Selection", "TEXT_SOURCES", "ALREADY_RECORDED", "VALUE_NOT_TEXT",
+    "select_cells_needing_audio", "select_cells_needing_text", "select_training_pairs", "make_cell_ref",
+    "pair_source_cells",
     # changes
     "ChangeOp", "NewAudioTake", "Transcription", "CellChange", "new_audio_id", "audio_take_change",
     "transcription_change", "ApplyReport", "apply_changes", "group_changes", "CommitReport", "CommitTooLarge",

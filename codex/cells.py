@@ -110,6 +110,21 @@ def cell_text(cell: Mapping) -> str:
     return html_to_text(cell.get("value"))
 
 
+_JSON_KINDS = ((bool, "true/false"), (int, "a number"), (float, "a number"), (list, "a list"), (dict, "an object"))
+
+
+def non_text_value(cell: Mapping) -> str | None:
+    """What the cell's ``value`` is when it is not text ("a number", "a list", ...), else None.
+
+    The editor shows a missing or null value as an empty cell, so those are text (empty). Anything else that
+    is not a string is data we do not understand: it is never overwritten, nor read as "no text".
+    """
+    value = cell.get("value")
+    if value is None or isinstance(value, str):
+        return None
+    return next((name for kind, name in _JSON_KINDS if isinstance(value, kind)), type(value).__name__)
+
+
 def value_edits(cell: Mapping) -> list[dict]:
     """Edits that set the value: ``editMap == ["value"]``, or the legacy form with ``cellValue``."""
     edits = cell.get("metadata", {}).get("edits")

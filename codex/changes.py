@@ -14,13 +14,16 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from storage import FileAction, FileMissing, FileVersion, ProjectStore, VersionConflict
 
-from .cells import is_deleted_cell, value_edits
+from .cells import is_deleted_cell, non_text_value, value_edits
 from .layout import attachment_paths, notebook_segment
 from .notebook import NotebookError, parse_notebook
 from .selection import CellRef
-from .takes import _as_int, has_human_selection
+from .takes import _as_int, playing_take
 
 logger = logging.getLogger(__name__)
+
+#: Author of a translator's text we keep in the history when the notebook does not say who wrote it.
+UNKNOWN_AUTHOR = "unknown"
 
 
 class ChangeOp(str, Enum):
@@ -96,7 +99,7 @@ def transcription_change(ref: CellRef, text: str, *, model_name: str, language: 
 class ApplyReport:
     applied: list[CellChange] = field(default_factory=list)
     skipped: list[tuple[CellChange, str]] = field(default_factory=list)
-    #: Generated takes added without selecting them, because a translator had selected a take.
+    #: Generated takes added without selecting them, because the editor plays a translator's take there.
     kept_selection: list[CellChange] = field(default_factory=list)
 
     def extend(self, other: "ApplyReport") -> None:
@@ -143,11 +146,17 @@ def _add_take(cell: dict, change: CellChange, now: int, report: ApplyReport) -> 
     if take.audio_id in attachments:
         report.skipped.append((change, "a take with this id is already attached"))
         return
+    playing = playing_take(cell)        # before ours is attached: ours will be the newest take
     attachments[take.audio_id] = {
         "url": take.url, "type": "audio", "createdAt": take.created_at, "updatedAt": take.created_at,
         "isDeleted": False, "isGenerated": True, "createdBy": take.created_by, "metadata": dict(take.metadata),
     }
-    if has_human_selection(cell):
+    if playing is not None and playing.human:
+        if not playing.selected:
+            # The editor's fallback would now play ours: select the recording it plays today, stamped newer
+            # only than the selection as it stands, so a translator's own later choice still wins the merge.
+            meta["selectedAudioId"] = playing.audio_id
+            meta["selectionTimestamp"] = _as_int(meta.get("selectionTimestamp")) + 1
         report.kept_selection.append(change)
     else:
         # The editor keeps the selection with the newer timestamp when it merges; ours must be newer.
@@ -162,7 +171,10 @@ def _set_transcription(cell: dict, change: CellChange, now: int, report: ApplyRe
     current = cell.get("value") if isinstance(cell.get("value"), str) else ""
     new_value = html.escape(tr.text, quote=False)
     edits = meta.get("edits", [])
-    if current != change.base_value:
+    kind = non_text_value(cell)
+    if kind is not None:
+        report.skipped.append((change, f"the cell's value is {kind}, not text"))
+    elif current != change.base_value:
         report.skipped.append((change, "a translator changed the text since the job read it"))
     elif _is_validated(cell, current):
         report.skipped.append((change, "the current text is validated"))
@@ -174,10 +186,12 @@ def _set_transcription(cell: dict, change: CellChange, now: int, report: ApplyRe
         last = max((_as_int(e.get("timestamp")) for e in edits if isinstance(e, dict)), default=0)
         stamp = max(now, last + 1)
         meta["edits"] = edits       # (re)inserted only now: a skipped cell must stay exactly as it was
-        if not edits and current.strip():
-            # Without a history entry the editor's merge may restore or drop the old text; record it first,
-            # as the editor itself does before a first edit.
-            edits.append(_edit(current, stamp - 1000, "initial-import", tr.author))
+        if current.strip() and not _history_holds(cell, current):
+            # Text no edit records would be lost to the history, and the editor's merge may restore or drop
+            # it; record it first, as the editor does before a first edit, under its writer's name.
+            kept = max(stamp - 1000, last + 1)
+            edits.append(_edit(current, kept, "initial-import", _text_author(cell)))
+            stamp = max(stamp, kept + 1)
         cell["value"] = new_value
         edits.append(_edit(new_value, stamp, "llm-generation", tr.author))
         _record_on_take(meta, tr, now)
@@ -187,6 +201,21 @@ def _set_transcription(cell: dict, change: CellChange, now: int, report: ApplyRe
 def _edit(value: str, timestamp: int, kind: str, author: str) -> dict:
     return {"editMap": ["value"], "value": value, "timestamp": timestamp, "type": kind, "author": author,
             "validatedBy": []}
+
+
+def _history_holds(cell: Mapping, value: str) -> bool:
+    return any(e.get("value", e.get("cellValue")) == value for e in value_edits(cell))
+
+
+def _text_author(cell: Mapping) -> str:
+    """Who wrote text that no edit records: the author of the cell's latest value edit, as the best the
+    notebook knows -- unless that edit was machine-generated text (then nobody knows). Never the model."""
+    edits = value_edits(cell)
+    latest = edits[-1] if edits else {}
+    author = latest.get("author")
+    if isinstance(author, str) and author.strip() and latest.get("type") != "llm-generation":
+        return author
+    return UNKNOWN_AUTHOR
 
 
 def _is_validated(cell: Mapping, current: str) -> bool:

@@ -17,6 +17,11 @@ class NotebookError(ValueError):
     """A notebook that cannot be fully parsed; it is never written back."""
 
 
+#: Larger files are refused before parsing: a Bible book with its edit history is a few MB, and parsing
+#: a file of this size already takes gigabytes of memory.
+MAX_NOTEBOOK_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class _Style:
     """How the file was laid out, so a rewrite changes only what we changed."""
@@ -59,23 +64,32 @@ class Notebook:
 
 
 def parse_notebook(content: str | bytes, path: str = "", *, version: str | None = None) -> Notebook:
-    """Parse a ``.codex``/``.source`` file strictly. Raises ``NotebookError`` for anything we could not rewrite."""
+    """Parse a ``.codex``/``.source`` file strictly. Raises ``NotebookError`` for anything we could not rewrite
+    (invalid JSON, nesting too deep to read, a file over ``MAX_NOTEBOOK_BYTES``, the wrong shape)."""
+    name = path or "notebook"
+    if len(content) > MAX_NOTEBOOK_BYTES:
+        raise NotebookError(f"{name} is {len(content) / 2**20:.0f} MB, more than the "
+                            f"{MAX_NOTEBOOK_BYTES / 2**20:.0f} MB a notebook may have")
     try:
         text = content.decode("utf-8") if isinstance(content, bytes) else content
     except UnicodeDecodeError as exc:
-        raise NotebookError(f"{path or 'notebook'} is not UTF-8: {exc}") from exc
+        raise NotebookError(f"{name} is not UTF-8: {exc}") from exc
     bom = text.startswith("\ufeff")
     body = text[1:] if bom else text
     try:
         data = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_reject_constant,
                           parse_float=_SpelledFloat)
-    except (json.JSONDecodeError, NotebookError) as exc:
-        raise NotebookError(f"{path or 'notebook'} is not valid notebook JSON: {exc}") from exc
+    except RecursionError:
+        raise NotebookError(f"{name} is nested too deeply to read") from None
+    except MemoryError:
+        raise NotebookError(f"{name} is too large to read") from None
+    except ValueError as exc:   # JSONDecodeError, ours, and e.g. an integer of more than 4300 digits
+        raise NotebookError(f"{name} is not valid notebook JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise NotebookError(f"{path or 'notebook'} has no 'cells' list")
+        raise NotebookError(f"{name} has no 'cells' list")
     for i, cell in enumerate(data["cells"]):
         if not isinstance(cell, dict) or not isinstance(cell.get("metadata", {}), dict):
-            raise NotebookError(f"{path or 'notebook'}: cell {i} is not an object with object metadata")
+            raise NotebookError(f"{name}: cell {i} is not an object with object metadata")
     return Notebook(path=path, data=data, original_text=text, version=version, style=_detect_style(body, bom))
 
 
@@ -126,7 +140,36 @@ _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 def _encode_json(value: Any, indent: str | None, depth: int) -> str:
     """JSON.stringify's output. Numbers we add are spelled as JavaScript does (3, 1e-7), not as Python
-    (3.0, 1e-07); numbers read from the file keep their own spelling."""
+    (3.0, 1e-07); numbers read from the file keep their own spelling.
+
+    Iterative, with its own stack: any nesting the parser accepted can be written back, whatever the depth
+    of the caller's stack.
+    """
+    parts: list[str] = []
+    todo: list[tuple[Any, int | None]] = [(value, depth)]    # (value, its depth), or (text, None) to emit
+    while todo:
+        item, level = todo.pop()
+        if level is None:
+            parts.append(item)
+            continue
+        if not isinstance(item, (dict, list)) or not item:
+            parts.append(_encode_scalar(item))
+            continue
+        is_object = isinstance(item, dict)
+        inner = "" if indent is None else "\n" + indent * (level + 1)
+        colon = ":" if indent is None else ": "
+        steps: list[tuple[Any, int | None]] = []
+        for number, (key, child) in enumerate(item.items() if is_object else enumerate(item)):
+            prefix = inner if number == 0 else "," + inner
+            steps.append((prefix + _encode_scalar(key) + colon if is_object else prefix, None))
+            steps.append((child, level + 1))
+        steps.append((("" if indent is None else "\n" + indent * level) + ("}" if is_object else "]"), None))
+        parts.append("{" if is_object else "[")
+        todo.extend(reversed(steps))
+    return "".join(parts)
+
+
+def _encode_scalar(value: Any) -> str:
     if isinstance(value, str):
         # JSON.stringify escapes lone surrogates (which json.loads can produce) instead of emitting them raw.
         return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
@@ -142,22 +185,9 @@ def _encode_json(value: Any, indent: str | None, depth: int) -> str:
         return value.text
     if isinstance(value, float):
         return _js_number(value)
-    if isinstance(value, dict):
-        items = [f"{_encode_json(k, indent, depth)}:{' ' if indent is not None else ''}"
-                 f"{_encode_json(v, indent, depth + 1)}" for k, v in value.items()]
-        return _join(items, "{", "}", indent, depth)
-    if isinstance(value, list):
-        return _join([_encode_json(v, indent, depth + 1) for v in value], "[", "]", indent, depth)
+    if isinstance(value, (dict, list)):     # only empty ones reach here
+        return "{}" if isinstance(value, dict) else "[]"
     raise TypeError(f"cannot write {type(value).__name__} into a notebook")
-
-
-def _join(items: list[str], open_: str, close: str, indent: str | None, depth: int) -> str:
-    if not items:
-        return open_ + close
-    if indent is None:
-        return open_ + ",".join(items) + close
-    inner = "\n" + indent * (depth + 1)
-    return open_ + inner + ("," + inner).join(items) + "\n" + indent * depth + close
 
 
 def _js_number(x: float) -> str:

@@ -8,9 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
-from .cells import cell_id, cell_reference, cell_text, cell_type, html_to_text, is_deleted_cell, value_edits
+from .cells import (cell_id, cell_reference, cell_text, cell_type, html_to_text, is_deleted_cell, non_text_value,
+                    value_edits)
 from .notebook import Notebook
-from .takes import AudioTake, select_take
+from .takes import AudioTake, plays_human_take, select_take
 from .verse_filter import VerseFilter
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class SkippedCell:
     cell_id: str
     reference: str | None
     reason: str
+    detail: str = ""
 
 
 @dataclass
@@ -50,33 +52,46 @@ class Selection:
 
 
 TEXT_SOURCES = ("value", "transcription", "edit_history")
+#: A listed cell where the editor plays a translator's recording: speaking it would only add a take nobody hears.
+ALREADY_RECORDED = "already recorded"
+#: A cell whose ``value`` is JSON other than a string (a number, a list, ...): never read as empty, never written.
+VALUE_NOT_TEXT = "value is not text"
 
 
-def select_cells_needing_audio(notebooks: Iterable[Notebook], verse_filter: VerseFilter = VerseFilter()) -> Selection:
-    """Verse cells with text and no usable take, plus every cell the include list names (if it has text)."""
+def select_cells_needing_audio(notebooks: Iterable[Notebook], verse_filter: VerseFilter = VerseFilter(), *,
+                               replace_recorded: bool = False) -> Selection:
+    """Verse cells with text where the editor plays no take, plus the cells the include list names (if they
+    have text). A listed cell where a translator's take plays is skipped (``already recorded``) unless
+    ``replace_recorded``; a cell with a translator's take that cannot play here (its bytes are missing) is
+    not spoken either."""
     selection = Selection()
     for nb, cell, ref, listed in _candidates(notebooks, verse_filter):
         if listed:
-            if ref.text:
-                selection.cells.append(ref)
+            if not ref.text:
+                selection.skipped.append(_not_text(nb, cell, ref) or _skipped(ref, "no text to speak"))
+            elif plays_human_take(cell) and not replace_recorded:
+                selection.skipped.append(_skipped(ref, ALREADY_RECORDED))
             else:
-                selection.skipped.append(_skipped(ref, "no text to speak"))
-        elif ref.cell_type == "text" and ref.text and ref.audio_take is None:
+                selection.cells.append(ref)
+        elif ref.cell_type == "text" and ref.text and ref.audio_take is None and not plays_human_take(cell):
             selection.cells.append(ref)
     _log_selection("needing audio", selection)
     return selection
 
 
 def select_cells_needing_text(notebooks: Iterable[Notebook], verse_filter: VerseFilter = VerseFilter()) -> Selection:
-    """Verse cells with a usable take and no text, plus every cell the include list names (if it has a take)."""
+    """Verse cells with a usable take and no text, plus every cell the include list names (if it has a take).
+    A cell whose value is not text is skipped (``value is not text``): a transcription would replace it."""
     selection = Selection()
     for nb, cell, ref, listed in _candidates(notebooks, verse_filter):
-        if listed:
-            if ref.audio_take is not None:
-                selection.cells.append(ref)
-            else:
-                selection.skipped.append(_skipped(ref, "no audio to transcribe"))
-        elif ref.cell_type == "text" and not ref.text and ref.audio_take is not None:
+        if not listed and (ref.cell_type != "text" or ref.text or ref.audio_take is None):
+            continue
+        problem = _not_text(nb, cell, ref)
+        if problem:
+            selection.skipped.append(problem)
+        elif ref.audio_take is None:
+            selection.skipped.append(_skipped(ref, "no audio to transcribe"))
+        else:
             selection.cells.append(ref)
     _log_selection("needing text", selection)
     return selection
@@ -103,7 +118,8 @@ def select_training_pairs(
             if listed:
                 selection.skipped.append(_skipped(ref, "no usable audio take"))
         elif not ref.text:
-            selection.skipped.append(_skipped(ref, "no text"))
+            problem = _not_text(nb, cell, ref) if text_source == "value" else None
+            selection.skipped.append(problem or _skipped(ref, "no text"))
         elif ref.audio_take.is_generated:  # never learn from our own synthesis
             selection.skipped.append(_skipped(ref, "only a machine-generated take"))
         elif text_source == "value" and _machine_written(cell):  # nor from our own transcriptions
@@ -163,15 +179,23 @@ def _machine_written(cell: Mapping) -> bool:
     return bool(edits) and edits[-1].get("type") == "llm-generation" and not edits[-1].get("validatedBy")
 
 
-def _skipped(ref: CellRef, reason: str) -> SkippedCell:
-    return SkippedCell(ref.notebook_path, ref.cell_id, ref.reference, reason)
+def _skipped(ref: CellRef, reason: str, detail: str = "") -> SkippedCell:
+    return SkippedCell(ref.notebook_path, ref.cell_id, ref.reference, reason, detail)
+
+
+def _not_text(nb: Notebook, cell: Mapping, ref: CellRef) -> SkippedCell | None:
+    kind = non_text_value(cell)
+    if kind is None:
+        return None
+    return _skipped(ref, VALUE_NOT_TEXT, f"{nb.path} cell {ref.cell_id}: the value is {kind}, not text")
 
 
 def _log_selection(what: str, selection: Selection) -> None:
     logger.info("Selected %d cell(s) %s; skipped %d (%s)", len(selection.cells), what,
                 len(selection.skipped), selection.skip_summary())
     for s in selection.skipped:
-        logger.debug("Skipped %s %s (%s): %s", s.notebook_path, s.cell_id, s.reference, s.reason)
+        logger.debug("Skipped %s %s (%s): %s%s", s.notebook_path, s.cell_id, s.reference, s.reason,
+                     f" -- {s.detail}" if s.detail else "")
 
 
 def pair_source_cells(target: Notebook, source: Notebook) -> dict[str, dict]:

@@ -76,17 +76,41 @@ def select_take(cell: Mapping) -> AudioTake | None:
     return max(usable, key=lambda t: (t.created_at, t.updated_at), default=None)
 
 
-def has_human_selection(cell: Mapping) -> bool:
-    """A translator chose a take. Unknown selections count as human: when in doubt, never replace them."""
+@dataclass(frozen=True)
+class PlayingTake:
+    """The take the editor plays for a cell."""
+
+    audio_id: str
+    human: bool             # not generated (and, in doubt, human)
+    selected: bool          # named by selectedAudioId; False: the editor's newest-take fallback
+
+
+def playing_take(cell: Mapping) -> PlayingTake | None:
+    """What the editor plays: the selected take when it is not deleted, else (its fallback) the newest
+    non-deleted take by ``createdAt``; None when nothing plays.
+
+    Doubt counts as human, so a generated take never displaces a recording: a selection naming a take this
+    file does not hold (it may still be syncing), or an entry we cannot read.
+    """
     meta = cell.get("metadata", {})
-    selected = meta.get("selectedAudioId")
-    if not selected:
-        return False
     attachments = meta.get("attachments")
-    att = attachments.get(selected) if isinstance(attachments, dict) else None
-    if att is None:
-        return True
-    return not (isinstance(att, dict) and (att.get("isDeleted") or att.get("isGenerated")))
+    attachments = attachments if isinstance(attachments, dict) else {}
+    selected = meta.get("selectedAudioId")
+    if selected:
+        att = attachments.get(selected) if isinstance(selected, str) else None
+        if not isinstance(att, dict):
+            return PlayingTake(str(selected), human=True, selected=True)
+        if not att.get("isDeleted"):
+            return PlayingTake(selected, human=not att.get("isGenerated"), selected=True)
+    live = [t for t in audio_takes(cell) if not t.is_deleted]
+    newest = max(live, key=lambda t: (t.created_at, t.updated_at), default=None)
+    return PlayingTake(newest.audio_id, not newest.is_generated, selected=False) if newest else None
+
+
+def plays_human_take(cell: Mapping) -> bool:
+    """The editor plays a translator's take here (selected, or by its fallback; see ``playing_take``)."""
+    playing = playing_take(cell)
+    return playing is not None and playing.human
 
 
 def take_candidate_paths(notebook_path: str, take: AudioTake) -> list[str]:
@@ -162,7 +186,8 @@ def fetch_take(
     """Download the first candidate that holds real audio (not an LFS pointer, not empty) into ``dest_dir``.
 
     With an ``index`` (``AttachmentIndex.of(store)``) paths that do not exist cost no request, and a take
-    whose url is wrong is still found by its id. None when no real bytes exist anywhere.
+    whose url is wrong is still found by its id. None when no real bytes exist anywhere (a candidate that
+    is a link leading outside the project is passed over).
     """
     candidates = take_sources(notebook_path, take, index) if index is not None else \
         take_candidate_paths(notebook_path, take)
@@ -172,6 +197,9 @@ def fetch_take(
         try:
             store.download(path, dest)
         except FileNotFoundError:
+            continue
+        except UnsafePath as exc:   # a local file that links outside the project, or a link loop
+            logger.warning("Not reading %s: %s", path, exc)
             continue
         with dest.open("rb") as fh:
             head = fh.read(1025)

@@ -145,6 +145,34 @@ def test_unparsable_notebooks_are_refused(bad):
         parse_notebook(bad)
 
 
+def test_deep_long_or_huge_notebooks_are_refused_by_name(monkeypatch):
+    deep = '{"cells": [{"metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + '}}]}'
+    with pytest.raises(NotebookError, match=r"^files/target/DEEP\.codex is nested too deeply to read$"):
+        parse_notebook(deep, "files/target/DEEP.codex")
+    with pytest.raises(NotebookError, match=r"^files/target/LONG\.codex is not valid notebook JSON: .*4300"):
+        parse_notebook('{"cells": [], "metadata": {"n": ' + "7" * 5000 + "}}", "files/target/LONG.codex")
+    monkeypatch.setattr(codex.notebook, "MAX_NOTEBOOK_BYTES", 2 * 2**20)
+    with pytest.raises(NotebookError, match=r"^files/target/BIG\.codex is 3 MB, more than the 2 MB"):
+        parse_notebook(b" " * (3 * 2**20) + b'{"cells": []}', "files/target/BIG.codex")
+
+
+def test_nesting_the_parser_accepts_is_written_back_on_any_stack():
+    """The writer keeps its own stack: a file as deep as json.loads reads (a recursive writer needs two
+    frames per level) is written back, even from a call already deep in the stack."""
+    depth = 700
+    text = notebook_text([cell("MAT 1:1", "", attachments=dict([take(100)]), deep=[])])
+    text = text.replace('"deep": []', '"deep": ' + "[" * depth + "]" * depth)
+    change = transcribe(text, "MAT 1:1", "heard")
+
+    def nested(levels: int) -> tuple[str, object]:
+        return nested(levels - 1) if levels else apply_changes(text, [change], now_ms=NOW)
+
+    new_text, report = nested(100)
+    assert report.applied == [change]
+    written, read = parse_notebook(new_text).cells[0], parse_notebook(text).cells[0]
+    assert written["value"] == "heard" and written["metadata"]["deep"] == read["metadata"]["deep"]
+
+
 # -- ids, references and verse filters ----------------------------------------------------------------------------
 
 def test_hash_ids_match_the_editor():
@@ -318,10 +346,43 @@ def ids(selection) -> list[str]:
 def test_cells_needing_audio():
     book = selection_notebook()
     assert ids(codex.select_cells_needing_audio([book])) == ["MAT 1:1", "MAT 1:4"]
-    listed = codex.select_cells_needing_audio([book], VerseFilter.from_lists(["MAT 1:2", "p-1", "MAT 1:5"]))
-    assert ids(listed) == ["MAT 1:2", "p-1"]                       # listed cells even with a take / paratext
-    assert [(s.cell_id, s.reason) for s in listed.skipped] == [("MAT 1:5", "no text to speak")]
+    include = VerseFilter.from_lists(["MAT 1:2", "p-1", "MAT 1:5"])
+    listed = codex.select_cells_needing_audio([book], include)
+    assert ids(listed) == ["p-1"]                                  # listed paratext too; a recorded verse not
+    assert [(s.cell_id, s.reason) for s in listed.skipped] == [("MAT 1:2", "already recorded"),
+                                                               ("MAT 1:5", "no text to speak")]
+    assert ids(codex.select_cells_needing_audio([book], include, replace_recorded=True)) == ["MAT 1:2", "p-1"]
     assert ids(codex.select_cells_needing_audio([book], VerseFilter.from_lists(None, ["MAT 1:1"]))) == ["MAT 1:4"]
+
+
+def test_a_take_the_editor_plays_by_its_fallback_counts_as_recorded():
+    """The plugin counts only selectedAudioId; the editor also plays the newest take of a cell without one."""
+    human, generated = take(100), take(200, generated=True, aid="audio-200-generated")
+    book = nb([cell("MAT 1:1", "recorded, nothing selected", attachments=dict([human])),
+               cell("MAT 1:2", "a generated take plays", attachments=dict([human, generated])),
+               cell("MAT 1:3", "only a recording whose bytes are missing here",
+                    attachments=dict([take(300, missing=True)]))])
+    assert ids(codex.select_cells_needing_audio([book])) == []
+    listed = codex.select_cells_needing_audio([book], VerseFilter.from_lists(["MAT 1:1", "MAT 1:2", "MAT 1:3"]))
+    assert ids(listed) == ["MAT 1:2"]
+    assert [(s.cell_id, s.reason) for s in listed.skipped] == [("MAT 1:1", codex.ALREADY_RECORDED),
+                                                               ("MAT 1:3", codex.ALREADY_RECORDED)]
+
+
+@pytest.mark.parametrize("takes, selected, human_plays", [      # selected "": none; "d": deleted; "g": generated
+    ([take(100)], "", True),                                               # the fallback plays it
+    ([], "", False),
+    ([take(100), take(200, generated=True, aid="g")], "", False),          # the newest is generated
+    ([take(100, generated=True, aid="g"), take(200)], "", True),
+    ([take(100), take(200, generated=True, aid="g")], "g", False),          # a generated take chosen
+    ([take(100, generated=True, aid="g"), take(200)], "g", False),
+    ([take(100), take(200, deleted=True, aid="d")], "d", True),              # deleted selection: fallback
+    ([take(100, generated=True, aid="g"), take(200, deleted=True, aid="d")], "d", False),
+    ([take(100, deleted=True)], "", False),
+    ([take(100, generated=True, aid="g")], "audio-syncing", True),           # unknown selection: doubt
+])
+def test_plays_human_take_follows_the_editor(takes, selected, human_plays):
+    assert codex.plays_human_take(cell("MAT 1:1", "x", attachments=dict(takes), selected=selected)) is human_plays
 
 
 def test_cells_needing_text():
@@ -388,6 +449,19 @@ def test_generated_take_is_attached_and_selected_without_a_human_selection():
     assert again == new_text and report2.skipped[0][1] == "a take with this id is already attached"
 
 
+def test_generated_take_never_displaces_a_take_the_editor_plays_by_fallback():
+    """Ours would be the newest take, which the editor's fallback plays: the recording it plays today is
+    selected, stamped newer only than the selection as it stood (a translator's later choice still wins)."""
+    older, human = take(50, aid="audio-50-older"), take(100)
+    text = notebook_text([cell("MAT 1:1", "text", attachments=dict([older, human]), selectionTimestamp=7)])
+    change = generated_change(text, "MAT 1:1")
+    new_text, report = apply_changes(text, [change], now_ms=NOW)
+    meta = find(new_text, "MAT 1:1")["metadata"]
+    assert meta["attachments"][change.payload.audio_id]["createdAt"] == NOW       # the newest take now
+    assert (meta["selectedAudioId"], meta["selectionTimestamp"]) == (human[0], 8)
+    assert report.kept_selection == [change]
+
+
 def test_generated_take_never_replaces_a_human_selection():
     human = take(100)
     text = notebook_text([cell("MAT 1:1", "text", attachments=dict([human]), selected=human[0],
@@ -433,7 +507,7 @@ def test_transcription_backfills_initial_import_when_text_had_no_history():
     edits = new_cell["metadata"]["edits"]
     assert new_cell["value"] == "new &lt;words&gt; &amp; more"
     assert [(e["type"], e["value"], e["author"]) for e in edits] == [
-        ("initial-import", "<span>old text</span>", "ASR w2v2-bert"),
+        ("initial-import", "<span>old text</span>", "unknown"),        # the notebook does not say; not the model
         ("llm-generation", "new &lt;words&gt; &amp; more", "ASR w2v2-bert")]
     assert edits[0]["timestamp"] < edits[1]["timestamp"] == NOW
     assert all(e["editMap"] == ["value"] and e["validatedBy"] == [] for e in edits)
@@ -452,6 +526,52 @@ def test_transcription_without_backfill_when_history_exists_or_text_empty():
     one, two = find(new_text, "MAT 1:1")["metadata"]["edits"], find(new_text, "MAT 1:2")["metadata"]["edits"]
     assert [e["type"] for e in one] == ["user-edit", "llm-generation"] and one[1]["timestamp"] == NOW + 6
     assert [e["type"] for e in two] == ["llm-generation"]
+
+
+def value_edit(value: str, timestamp: int, kind: str = "user-edit", author: str = "ana") -> dict:
+    return {"editMap": ["value"], "value": value, "timestamp": timestamp, "type": kind, "author": author,
+            "validatedBy": []}
+
+
+@pytest.mark.parametrize("history, author", [
+    ([value_edit("<span>earlier</span>", NOW + 5)], "ana"),                        # its latest value edit's
+    ([value_edit("a", 1, author="ana"), value_edit("b", 2, "llm-generation", "ASR m")], "unknown"),
+    ([{"editMap": ["metadata", "cellLabel"], "value": "2", "timestamp": 3, "type": "user-edit",
+       "author": "ben", "validatedBy": []}], "unknown"),                          # only a label edit
+])
+def test_text_no_edit_records_is_kept_under_its_writer_before_asr_replaces_it(history, author):
+    text = notebook_text([cell("MAT 1:1", "<span>typed, never recorded</span>", edits=history,
+                               attachments=dict([take(100)]))])
+    edits = find(apply_changes(text, [transcribe(text, "MAT 1:1", "heard")], now_ms=NOW)[0],
+                 "MAT 1:1")["metadata"]["edits"]
+    assert edits[:-2] == history
+    kept, asr = edits[-2:]
+    assert (kept["type"], kept["value"], kept["author"]) == ("initial-import", "<span>typed, never recorded</span>",
+                                                             author)
+    assert (asr["type"], asr["value"], asr["author"]) == ("llm-generation", "heard", "ASR w2v2-bert")
+    assert max(e["timestamp"] for e in history) < kept["timestamp"] < asr["timestamp"]
+
+
+@pytest.mark.parametrize("value, kind", [(12345, "a number"), ([1, "x"], "a list"), ({"text": "y"}, "an object"),
+                                         (True, "true/false")])
+def test_a_value_that_is_not_text_is_never_read_as_empty_nor_overwritten(value, kind):
+    t = take(100)
+    cells = [cell("MAT 1:1", "", attachments=dict([t])), cell("MAT 1:2", "", attachments=dict([t]))]
+    cells[0]["value"], cells[1]["value"] = value, None          # null: the editor shows an empty cell
+    text = notebook_text(cells)
+    book = parse_notebook(text, "files/target/MAT.codex")
+    for listed in (VerseFilter(), VerseFilter.from_lists(["MAT 1:1", "MAT 1:2"])):
+        selection = codex.select_cells_needing_text([book], listed)
+        assert ids(selection) == ["MAT 1:2"]
+        (skip,) = selection.skipped
+        assert (skip.cell_id, skip.reason) == ("MAT 1:1", codex.VALUE_NOT_TEXT)
+        assert skip.detail == f"files/target/MAT.codex cell MAT 1:1: the value is {kind}, not text"
+    assert [s.reason for s in codex.select_training_pairs([book]).skipped] == [codex.VALUE_NOT_TEXT, "no text"]
+    # Should such a cell reach write-back anyway (its value changed after the job read it), it stays as it is.
+    change = CellChange("files/target/MAT.codex", "MAT 1:1", ChangeOp.SET_TRANSCRIPTION,
+                        Transcription("heard", "ASR m"), base_value="")
+    new_text, report = apply_changes(text, [change], now_ms=NOW)
+    assert new_text == text and report.skipped == [(change, f"the cell's value is {kind}, not text")]
 
 
 def test_validated_text_is_never_replaced():

@@ -25,11 +25,14 @@ from .cells import CellSelection, ProjectNotebooks, cells_needing_audio, job_fil
 from .job_files import JobPaths, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
 from .metrics import ASR_METRICS_COLUMNS, TTS_METRICS_COLUMNS, MetricsLog
 from .reports import (
+    ALREADY_RECORDED,
     EMPTY_TEXT,
     EMPTY_TRANSCRIPTION,
     MISSING_AUDIO,
     TOO_LONG,
     UNDECODABLE_AUDIO,
+    UNSAFE_LINK,
+    VALUE_NOT_TEXT,
     WRONG_AUDIO_FORMAT,
     Progress,
     SkippedItem,
@@ -45,8 +48,8 @@ from .write_back import (
 )
 
 __all__ = [
-    "ASR_METRICS_COLUMNS", "TTS_METRICS_COLUMNS", "EMPTY_TEXT", "EMPTY_TRANSCRIPTION", "MISSING_AUDIO",
-    "TOO_LONG", "UNDECODABLE_AUDIO", "WRONG_AUDIO_FORMAT",
+    "ASR_METRICS_COLUMNS", "TTS_METRICS_COLUMNS", "ALREADY_RECORDED", "EMPTY_TEXT", "EMPTY_TRANSCRIPTION",
+    "MISSING_AUDIO", "TOO_LONG", "UNDECODABLE_AUDIO", "UNSAFE_LINK", "VALUE_NOT_TEXT", "WRONG_AUDIO_FORMAT",
     "CellAudio", "CellSelection", "CollectedAudio", "GeneratedTake", "JobPaths", "MetricsLog", "ProjectFileMissing",
     "ProjectNotebooks", "Progress", "SkippedItem", "SkipReport", "TakesWritten", "Transcript",
     "TranscriptionsWritten",

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import codex
 from codex import AttachmentIndex, CellRef, Notebook, VerseFilter
 from preprocess_audio import AudioError, encode_audio, load_audio, probe_audio
+from storage import UnsafePath
 
 from .cells import job_filter
-from .reports import MISSING_AUDIO, TOO_LONG, UNDECODABLE_AUDIO, Progress, SkipReport
+from .reports import MISSING_AUDIO, TOO_LONG, UNDECODABLE_AUDIO, UNSAFE_LINK, Progress, SkipReport
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from handlers.base import JobCallbacks, JobStorage
@@ -157,9 +158,10 @@ def _fetch(callbacks: "JobCallbacks", scanner: "JobStorage", cells: Sequence[Cel
         for i, candidates in pending.items():
             wanted.setdefault(candidates[0], []).append(i)
         later: dict[int, list[str]] = {}
-        for paths, local_files in _download(scanner, list(wanted), dest):
+        refused: dict[str, str] = {}
+        for paths, local_files in _download(scanner, list(wanted), dest, refused):
             for path in paths:
-                problem = _not_audio(local_files.get(path))
+                problem = refused.get(path) or _not_audio(local_files.get(path))
                 for i in wanted[path]:
                     if problem is None:
                         found[i] = (path, local_files[path])
@@ -167,7 +169,8 @@ def _fetch(callbacks: "JobCallbacks", scanner: "JobStorage", cells: Sequence[Cel
                         later[i] = pending[i][1:]
                         continue
                     else:
-                        skipped.add(cells[i], MISSING_AUDIO, f"{path}: {problem}")
+                        reason = UNSAFE_LINK if path in refused else MISSING_AUDIO
+                        skipped.add(cells[i], reason, f"{path}: {problem}")
                     settled += 1
                 if problem is not None and path in local_files:
                     local_files[path].unlink(missing_ok=True)
@@ -176,14 +179,33 @@ def _fetch(callbacks: "JobCallbacks", scanner: "JobStorage", cells: Sequence[Cel
     return found
 
 
-def _download(scanner: "JobStorage", paths: list[str], dest: Path) -> Iterator[tuple[list[str], dict[str, Path]]]:
-    """Download ``paths`` one folder (book) at a time: yields ``(folder paths, path -> local file)``."""
+def _download(scanner: "JobStorage", paths: list[str], dest: Path,
+              refused: dict[str, str]) -> Iterator[tuple[list[str], dict[str, Path]]]:
+    """Download ``paths`` one folder (book) at a time: yields ``(folder paths, path -> local file)``.
+    Files the store refuses to read (a local link leading outside the project) go to ``refused`` with why."""
     folders: dict[str, list[str]] = {}
     for path in paths:
         folders.setdefault(posixpath.dirname(path), []).append(path)
     for members in folders.values():
         # A listed file may vanish, or its LFS object be missing: the rest still come in bulk.
-        yield members, scanner.download_many(members, dest, missing_ok=True)
+        try:
+            files = scanner.download_many(members, dest, missing_ok=True)
+        except UnsafePath:     # one bad link: fetch this folder file by file, so only that file is lost
+            files = _download_each(scanner, members, dest, refused)
+        yield members, files
+
+
+def _download_each(scanner: "JobStorage", paths: list[str], dest: Path, refused: dict[str, str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in paths:
+        try:
+            found[path] = scanner.download(path, dest / path)
+        except FileNotFoundError:
+            continue
+        except UnsafePath as exc:
+            logger.warning("Not reading %s: %s", path, exc)
+            refused[path] = str(exc)
+    return found
 
 
 def _not_audio(local: Path | None) -> str | None:

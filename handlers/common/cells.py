@@ -1,7 +1,8 @@
 """Which cells a job works on: the project's notebooks, the job's verse filters, and the cells to speak.
 
-Notebooks are read once per job through the job's storage. A notebook that does not parse is reported and
-left out: nothing is selected from it, so nothing is ever written to it.
+Notebooks are read once per job through the job's storage. A notebook that cannot be read (invalid or too
+deeply nested JSON, too large, the wrong shape, a local file that links outside the project) is reported by
+name and left out, and the others are served: nothing is selected from it, so nothing is written to it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import codex
 from codex import CellRef, Notebook, NotebookError, VerseFilter
+from storage import UnsafePath
 
 from .reports import SkipReport
 
@@ -41,8 +43,8 @@ class ProjectNotebooks:
 
 def load_notebooks(scanner: "JobStorage", *, sources: bool = False) -> ProjectNotebooks:
     """Read and parse every target notebook (``files/**/*.codex``), and with ``sources`` the paired
-    ``.project/sourceTexts/*.source`` notebooks. Unparsable files are logged, counted in ``unreadable``
-    and skipped."""
+    ``.project/sourceTexts/*.source`` notebooks. Unreadable files are logged with the reason, kept in
+    ``unreadable`` (path -> reason) and skipped."""
     notebooks = ProjectNotebooks()
     for path in codex.list_notebook_paths(scanner, "target"):
         notebook = _load(scanner, path, notebooks)
@@ -64,7 +66,7 @@ def load_notebooks(scanner: "JobStorage", *, sources: bool = False) -> ProjectNo
 def _load(scanner: "JobStorage", path: str, notebooks: ProjectNotebooks) -> Notebook | None:
     try:
         notebook = codex.load_notebook(scanner, path)
-    except NotebookError as exc:
+    except (NotebookError, UnsafePath) as exc:  # UnsafePath: a local link leading outside the project
         notebooks.unreadable[path] = str(exc)
         logger.warning("Skipping notebook %s: %s", path, exc)
         return None
@@ -86,6 +88,16 @@ def job_filter(callbacks: "JobCallbacks", section: str) -> VerseFilter:
         return VerseFilter()
     return VerseFilter.from_lists(_as_list(value.get("include_verses"), f"{section}.include_verses"),
                                   _as_list(value.get("exclude_verses"), f"{section}.exclude_verses"))
+
+
+def _replace_recorded(callbacks: "JobCallbacks") -> bool:
+    """``inference.replace_recorded``: speak listed cells even where a translator's recording plays (the new
+    take is added beside it; the recording stays what the editor plays). Anything but ``true`` is no."""
+    value = callbacks.get_job_config("inference.replace_recorded", False)
+    if not isinstance(value, bool):
+        logger.warning("inference.replace_recorded is %r, not true/false; recorded cells are not spoken", value)
+        return False
+    return value
 
 
 def _as_list(value: Any, name: str) -> list | None:
@@ -115,11 +127,13 @@ class CellSelection:
 
 def cells_needing_audio(callbacks: "JobCallbacks", notebooks: Iterable[Notebook], *,
                         verse_filter: VerseFilter | None = None) -> CellSelection:
-    """Verse cells with text and no usable take (plus cells the include list names, if they have text),
-    under the job's ``inference`` filter unless ``verse_filter`` is given. ``cell.text`` is the clean text
-    to speak (HTML stripped, entities decoded)."""
+    """Verse cells with text where the editor plays no take (plus cells the include list names, if they have
+    text), under the job's ``inference`` filter unless ``verse_filter`` is given. A listed cell where a
+    translator's take plays is skipped (``already recorded``) unless the job sets
+    ``inference.replace_recorded: true``. ``cell.text`` is the clean text to speak (HTML stripped, entities
+    decoded)."""
     chosen = verse_filter if verse_filter is not None else job_filter(callbacks, "inference")
-    selection = codex.select_cells_needing_audio(notebooks, chosen)
+    selection = codex.select_cells_needing_audio(notebooks, chosen, replace_recorded=_replace_recorded(callbacks))
     result = CellSelection(list(selection.cells), SkipReport.from_selection(selection))
     result.skipped.log("needing audio")
     return result

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Iterable
 
 from tqdm import tqdm
 
-from codex import CellRef, Selection
+# ALREADY_RECORDED and VALUE_NOT_TEXT are codex.py's selection reasons, named here beside the steps' own.
+from codex import ALREADY_RECORDED, VALUE_NOT_TEXT, CellRef, Selection  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from handlers.base import JobCallbacks
@@ -32,6 +33,7 @@ EMPTY_TEXT = "empty text"
 EMPTY_TRANSCRIPTION = "empty transcription"
 WRONG_AUDIO_FORMAT = "wrong audio format"
 TOO_LONG = "audio too long"                # longer than the job's limit (e.g. max_duration_seconds)
+UNSAFE_LINK = "unusable link"              # a local file that is a link leading outside the project, or a loop
 
 # codex.select_training_pairs says "no text"; the handlers' reports use one name for one problem.
 _REASON_NAMES = {"no text": EMPTY_TEXT}
@@ -65,7 +67,7 @@ class SkipReport:
         report = cls()
         for s in selection.skipped:
             report.items.append(SkippedItem(s.notebook_path, s.cell_id, s.reference,
-                                            _REASON_NAMES.get(s.reason, s.reason)))
+                                            _REASON_NAMES.get(s.reason, s.reason), s.detail))
         return report
 
     def add(self, cell: CellRef, reason: str, detail: str = "") -> None:

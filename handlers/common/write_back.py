@@ -63,7 +63,7 @@ class TakesWritten:
 
     processed: int = 0                # takes handed in
     uploaded: int = 0                 # takes attached and committed
-    kept_selection: int = 0           # attached without selecting them: a translator had chosen a take
+    kept_selection: int = 0           # attached without selecting them: a translator's take plays there
     commits: int = 0
     skipped: SkipReport = field(default_factory=SkipReport)
 
@@ -135,7 +135,8 @@ def write_generated_takes(
     """Attach each generated audio file to its cell as a new take and commit audio + notebooks.
 
     Each take gets a unique id, attachment metadata from ``probe_audio``, ``isGenerated: true``, and is
-    selected only where no translator has selected a take. Files go to ``pointers/<SEG>/<id>.<fmt>`` (and
+    selected only where the editor plays no translator's take (neither a selected one nor, by its fallback,
+    the newest one). Files go to ``pointers/<SEG>/<id>.<fmt>`` (and
     ``files/`` too in a local checkout). Undecodable files and files not in ``audio_format`` are skipped.
     """
     fmt = audio_format.lower().lstrip(".")
@@ -177,7 +178,8 @@ def write_transcriptions(
 ) -> TranscriptionsWritten:
     """Write each text into its cell (``value`` + an ``llm-generation`` edit by ``ASR <model_name>``, and the
     take's ``transcription``). A cell a translator changed since the job read it keeps the translator's
-    text (skipped); existing text without history is first recorded as an ``initial-import`` edit."""
+    text (skipped), as does a value that is not text; existing text no edit records is first recorded as an
+    ``initial-import`` edit under its writer's name (``unknown`` when the notebook does not say)."""
     result = TranscriptionsWritten()
     pendings: list[_Pending] = []
     for item in items:

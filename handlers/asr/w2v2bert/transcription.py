@@ -5,9 +5,10 @@ Cells: the verse cells with a usable take and no text (the job's ``inference`` f
 to 16 kHz mono WAV by ``handlers.common``. Text: ``inference_w2v2bert_asr.transcribe`` in chunks, with a
 heartbeat after each ("transcribing 40/120 verses"), which is also where a stop surfaces. Write-back:
 ``handlers.common.write_transcriptions`` -- the cell value with an ``llm-generation`` edit by
-``ASR W2V2BERT`` (an ``initial-import`` edit first for text without history), and the take's
-``transcription``; a cell a translator changed during the job keeps the translator's text. The manifest
-keys are read by ``job_inputs.TranscriptionSettings``.
+``ASR W2V2BERT`` (first an ``initial-import`` edit keeping text no edit records, under its writer's name or
+``unknown``, never the model's), and the take's ``transcription``; a cell a translator changed during the
+job keeps the translator's text, and a value that is not text is never replaced. The manifest keys are
+read by ``job_inputs.TranscriptionSettings``.
 """
 
 from __future__ import annotations

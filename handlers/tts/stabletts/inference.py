@@ -5,8 +5,11 @@ front end). The voice is ``voice_reference`` when given; without one ("Use Defau
 median-length recording of the voice's training data (recorded in the sidecar), else of the project's
 current recordings, trimmed of silence -- see ``steps.py``. Manifest keys: ``inference.diffusion_steps``
 (10), ``inference.temperature`` (1.0), ``inference.length_scale`` (1.0), ``inference.cfg_scale`` (3.0),
-``inference.audio_format`` (webm: Opus at 48 kHz). Result: ``processed_count``, ``uploaded_count``, the
-skip counts, ``vocoder`` (``griffin-lim`` when no Vocos weights were available) and ``voice``.
+``inference.audio_format`` (webm: Opus at 48 kHz), ``inference.replace_recorded`` (false: a cell the include
+list names is not spoken where the editor plays a translator's recording; true: it is, and the new take is
+added beside the recording, which stays the one played). Result: ``processed_count``, ``uploaded_count``,
+the skip counts (``skipped_recorded``: listed cells left alone for their recording), ``vocoder``
+(``griffin-lim`` when no Vocos weights were available) and ``voice``.
 """
 from __future__ import annotations
 

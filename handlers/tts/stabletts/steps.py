@@ -403,6 +403,7 @@ def synthesise_cells(callbacks, notebooks, voice: TTSVoice, reference: Reference
         logger.warning("%d character(s) could not be spoken by the %s front end and were left out: %s",
                        sum(unknown.values()), voice.frontend.kind, describe_counts(unknown))
     result = {**written.as_result(), "skipped_count": len(skipped), "skipped_reasons": skipped.counts(),
+              "skipped_recorded": selection.skipped.counts().get(codex.ALREADY_RECORDED, 0),
               "vocoder": voice.vocoder_name, "voice": reference.description,
               "unspoken_characters": sum(unknown.values())}
     if unknown:
