@@ -10,8 +10,8 @@ at the next epoch. The best model is uploaded as ``checkpoint/best_model.pt`` (a
 
 Synthesis (``synthesise_cells``): every verse cell with text and no usable take (the job's ``inference``
 filter) gets one generated take, attached by ``handlers.common.write_generated_takes`` (unique file names,
-selected only where no translator selected a take). The text is the cell text as training read it
-(``codex.html_to_text``: no markup reaches the model).
+selected only where the editor plays no translator's take, selected or by its newest-take fallback). The
+text is the cell text as training read it (``codex.html_to_text``: no markup reaches the model).
 
 The voice (``voice_reference``): the job's ``voice_reference`` recording when given. Without one ("Use
 Default Voice") it is the training data's median-length recording, silence-trimmed: a typical take of the
