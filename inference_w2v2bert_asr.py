@@ -17,13 +17,12 @@ from typing import Callable, Sequence
 
 import click
 import torch
-from transformers import Wav2Vec2BertForCTC
 from transformers.utils import logging as hf_logging
 
 from asr.archive import extract_model_archive, find_model_folder
 from asr.audio import AudioInput
 from asr.decode import BatchStats, DecodeOptions, Transcriber
-from asr.model import pick_device
+from asr.model import load_ctc_model, pick_device
 from asr.postcorrect import find_post_corrector
 from asr.vocab import load_feature_extractor, load_vocabulary
 from preprocess_audio import AudioError
@@ -66,13 +65,11 @@ def load_transcriber(
     key = (str(folder.resolve()), str(dev), stamps)
     transcriber = _CACHE.get(key)
     if transcriber is None:
+        net = load_ctc_model(folder)  # checked first: one-line errors naming the file at fault
         vocabulary = load_vocabulary(folder)
-        net = Wav2Vec2BertForCTC.from_pretrained(str(folder))
-        if net.config.vocab_size < vocabulary.size:
-            raise ValueError(f"{folder}: model has {net.config.vocab_size} outputs, vocab.json {vocabulary.size} tokens")
         corrector = find_post_corrector(folder)
         if corrector is not None:
-            logger.info("Post-corrector found (%d rules): %s", corrector.rule_count, "used" if corrector.use else "not used")
+            logger.info("Post-corrector found (%s): %s", corrector.summary(), "used" if corrector.use else "not used")
         transcriber = Transcriber(net, load_feature_extractor(folder), vocabulary, dev, post_corrector=corrector)
         _CACHE.clear()  # keep at most one model in memory
         _CACHE[key] = transcriber

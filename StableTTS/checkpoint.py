@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -23,8 +24,10 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "stabletts-sidecar"
 SIDECAR_VERSION = 1
-_WRAPPER_KEYS = ("model", "state_dict", "generator", "net")  # containers used by upstream-like trainers
+# Where trainers keep the weights inside a training-state dict ({"model": ..., "optimizer": ..., "epoch": ...}).
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "generator", "net")
 _PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile key prefixes
+_ANCHOR = "encoder.emb.weight"  # every StableTTS state_dict has it; its prefix tells a wrapper's (e.g. "model.")
 
 
 class CheckpointError(ValueError):
@@ -39,9 +42,10 @@ def sidecar_path(checkpoint: str | os.PathLike) -> Path:
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict from .pt/.pth/.ckpt (torch.load with weights_only=True) or .safetensors.
 
-    Accepts a raw state_dict or one wrapped under 'model' / 'state_dict' (as upstream-style trainers save),
-    and strips DDP / torch.compile key prefixes. Refuses files containing anything but tensors and plain
-    containers, with a CheckpointError naming the file.
+    Accepts what StableTTS trainers save: a raw state_dict (upstream's checkpoint_<epoch>.pt, the earlier
+    worker's best_model.pt), one with DDP / torch.compile key prefixes, or a training-state dict holding it
+    ('model', 'state_dict', ... next to 'optimizer', 'epoch'). Refuses files holding anything but tensors and
+    plain containers, with a one-line CheckpointError naming the file and what to do.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,47 +56,92 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             data = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from exc
     else:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             if not zipfile.is_zipfile(path):  # torch.save writes zip archives; this is some other file
-                raise CheckpointError(f"{path}: not a torch checkpoint") from exc
+                raise CheckpointError(f"{path}: not a torch checkpoint: {_what_it_is(path)}") from exc
             raise CheckpointError(
-                f"{path}: refused to load: it contains Python objects other than tensors, which are not "
-                f"unpickled for safety; re-save it as a plain state_dict ({_unpickler_reason(exc)})"
+                f"{path}: refused to load: it holds Python objects other than tensors, which are never "
+                f"unpickled because they could run code ({_unpickler_reason(exc)}); only plain weights can be "
+                "used: save the model's state_dict alone"
             ) from exc
         except Exception as exc:  # noqa: BLE001 - arbitrary bytes also raise KeyError, IndexError, ValueError...
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: "
+                                  f"{_first_line(exc)})") from exc
     return _unwrap(data, path)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _unpickler_reason(exc: Exception) -> str:
     """The informative line of torch's weights_only error (e.g. 'Unsupported global: GLOBAL os.system')."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "Unsupported" in line or "WeightsUnpickler error" in line:
-            return line
-    return lines[0] if lines else type(exc).__name__
+    for pattern in (r"Unsupported global: GLOBAL [\w.]+", r"(?<=WeightsUnpickler error: )[^.]+"):
+        match = re.search(pattern, str(exc))
+        if match:
+            return match.group(0)
+    return type(exc).__name__
+
+
+def _what_it_is(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, the file itself was not downloaded"
+    if head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":
+        return "it is a tar or gzip archive (an ASR model archive is one), not StableTTS weights"
+    return "its bytes are not those of a file torch.save wrote"
+
+
+def _tensor_dict(value) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
 def _unwrap(data, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(data, dict) and not any(isinstance(v, torch.Tensor) for v in data.values()):
-        for key in _WRAPPER_KEYS:
-            if isinstance(data.get(key), dict):
-                data = data[key]
-                break
+    if isinstance(data, dict) and data and not any(isinstance(v, torch.Tensor) for v in data.values()):
+        if "param_groups" in data and "state" in data:
+            raise CheckpointError(
+                f"{path}: an optimizer state (as optimizer_<epoch>.pt or best_optimizer.pt), not model weights: "
+                "name the checkpoint_<epoch>.pt or best_model.pt saved beside it")
+        inner = next((data[k] for k in _WRAPPER_KEYS if _tensor_dict(data.get(k))), None)
+        if inner is None:
+            candidates = [k for k, v in data.items() if _tensor_dict(v)]
+            if len(candidates) != 1:
+                keys = ", ".join(map(str, list(data)[:8]))
+                raise CheckpointError(f"{path}: a training checkpoint (keys {keys}) in which no single entry is "
+                                      "a model's weights: save the model's state_dict alone")
+            inner = data[candidates[0]]
+        data = inner
     if not isinstance(data, dict) or not data:
         raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), got {type(data).__name__}")
+    ignored = [str(k) for k, v in data.items() if not isinstance(v, torch.Tensor)]
+    if ignored:  # metadata beside the weights ("epoch": 12); strict loading still needs every tensor
+        logger.info("%s: ignoring non-tensor entries %s", path.name, ", ".join(ignored[:5]))
     state = {}
     for name, value in data.items():
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor")
+            continue
+        name = str(name)
         for prefix in _PREFIXES:
             if name.startswith(prefix):
                 name = name[len(prefix) :]
         state[name] = value
+    return _strip_wrapper_prefix(state)
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys like 'model.encoder.emb.weight' (a Lightning module holding the model as 'model'): drop the
+    prefix the anchor tensor shows, when every key has it."""
+    if _ANCHOR in state:
+        return state
+    prefix = next((k[: -len(_ANCHOR)] for k in state if k.endswith("." + _ANCHOR)), None)
+    if prefix and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -141,7 +190,16 @@ def config_from_state_dict(state: dict[str, torch.Tensor], n_heads: int = 4) -> 
             ref_kernel_size=state["ref_encoder.temporal.0.conv1.weight"].shape[2],
         )
     except (KeyError, IndexError) as exc:
-        raise CheckpointError(f"not a StableTTS state_dict (cannot infer sizes: missing {exc})") from exc
+        raise CheckpointError(f"not a StableTTS state_dict: {_whose(state)} (no {exc})") from None
+
+
+def _whose(state: dict[str, torch.Tensor]) -> str:
+    """What a state_dict that is not StableTTS's looks like."""
+    if "backbone.embed.weight" in state and "head.out.weight" in state:
+        return "these are the weights of a Vocos vocoder"
+    if any(k.startswith("wav2vec2_bert.") for k in state):
+        return "these are the weights of a Wav2Vec2-BERT ASR model"
+    return "its tensors are named " + ", ".join(list(state)[:3]) + ("…" if len(state) > 3 else "")
 
 
 def read_sidecar(checkpoint: str | os.PathLike) -> dict | None:
@@ -201,12 +259,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", n_he
     state = load_state_dict_file(path)
     sidecar = read_sidecar(path)
     if sidecar and "model_config" in sidecar:
-        config = ModelConfig.from_dict(sidecar["model_config"])
+        try:
+            config = ModelConfig.from_dict(sidecar["model_config"])
+            model = StableTTS(config)
+        except (TypeError, ValueError, AttributeError, RuntimeError) as exc:  # a hand-edited sidecar
+            raise CheckpointError(
+                f"{sidecar_path(path)}: its model_config cannot be used ({_first_line(exc)})") from exc
     else:
         try:
             config = config_from_state_dict(state, n_heads=n_heads or 4)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
-    model = StableTTS(config)
+        model = StableTTS(config)
     load_weights(model, state, source=str(path))
     return model.to(device).eval(), sidecar

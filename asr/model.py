@@ -1,19 +1,36 @@
 """Building ``Wav2Vec2BertForCTC`` models: from the pretrained base, from an earlier checkpoint (with a
 grown vocabulary), or as a small random preset for tests and demos that never touch the network.
+
+A checkpoint folder comes out of a project (ours, or the earlier worker's), so it is checked before
+transformers loads it: its weights are read only as tensors, and every problem -- a pickle that would
+run code, weights that do not fit its config.json, a vocabulary larger than the output layer -- is one
+line naming the file, instead of torch's or transformers' multi-line advice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
 
-from asr.vocab import Vocabulary
+from asr.archive import one_line_message
+from asr.vocab import Vocabulary, load_vocabulary
 
 logger = logging.getLogger(__name__)
+
+MODEL_TYPE = "wav2vec2-bert"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+
+
+class ModelFolderError(ValueError):
+    """A saved model folder that cannot be used; the message is one line naming the file at fault."""
 
 DEFAULT_BASE_MODEL = "facebook/w2v-bert-2.0"
 
@@ -84,7 +101,7 @@ def model_from_base(base_model: str | Path, vocabulary: Vocabulary) -> Wav2Vec2B
 
 def model_from_checkpoint(model_dir: Path, vocabulary: Vocabulary) -> Wav2Vec2BertForCTC:
     """A model trained earlier, its CTC head grown to ``vocabulary`` (old rows kept, ids unchanged)."""
-    model = Wav2Vec2BertForCTC.from_pretrained(str(model_dir), **RECIPE_OVERRIDES)
+    model = load_ctc_model(model_dir, **RECIPE_OVERRIDES)
     old_size = model.lm_head.out_features
     if vocabulary.size < old_size:
         raise ValueError(
@@ -101,6 +118,135 @@ def model_from_checkpoint(model_dir: Path, vocabulary: Vocabulary) -> Wav2Vec2Be
         )
         model.config.pad_token_id = vocabulary.pad_id
     return model
+
+
+def load_ctc_model(model_dir: Path, **overrides) -> Wav2Vec2BertForCTC:
+    """``Wav2Vec2BertForCTC.from_pretrained`` of a checked folder (``check_model_folder``); what still goes
+    wrong while loading is a ``ModelFolderError`` too."""
+    check_model_folder(model_dir)
+    try:
+        return Wav2Vec2BertForCTC.from_pretrained(str(model_dir), **overrides)
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as exc:
+        raise ModelFolderError(f"the model cannot be loaded: {one_line_message(exc)}") from exc
+
+
+def check_model_folder(model_dir: Path) -> None:
+    """Check, without loading the weights, that ``model_dir`` holds a usable Wav2Vec2-BERT CTC model.
+
+    Reads config.json, vocab.json and the tensor names and shapes of the weights (safetensors headers;
+    pickled ``.bin`` files through torch's weights-only loader, memory-mapped), and compares them with
+    the model config.json describes (built on the meta device: no memory, no initialisation). Raises
+    ``ModelFolderError``.
+    """
+    model_dir = Path(model_dir)
+    config = _read_config(model_dir)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Wav2Vec2BertForCTC(config).state_dict().items()}
+    files, found = _weight_shapes(model_dir)
+    wrong = [f"{k}: file {found[k]}, config {shape}" for k, shape in expected.items()
+             if k in found and found[k] != shape]
+    if wrong:
+        raise ModelFolderError(
+            f"the weights in {files} do not match config.json: {len(wrong)} tensor(s) have other shapes "
+            f"({_first(wrong, 2)})")
+    if "lm_head.weight" not in found or len(expected.keys() & found.keys()) < len(expected) // 2:
+        raise ModelFolderError(f"the weights in {files} are not those of a Wav2Vec2-BERT CTC model "
+                               f"({len(expected.keys() - found.keys())} of its {len(expected)} tensors are missing)")
+    try:
+        vocabulary = load_vocabulary(model_dir)
+    except FileNotFoundError:
+        raise ModelFolderError("the model folder holds no vocab.json") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelFolderError(f"vocab.json cannot be used: {one_line_message(exc)}") from None
+    rows = found["lm_head.weight"][0]
+    if vocabulary.size > rows:
+        raise ModelFolderError(f"vocab.json has {vocabulary.size} tokens but the model's output layer only {rows} "
+                               "rows: the vocabulary does not belong to these weights")
+
+
+def _read_config(model_dir: Path) -> Wav2Vec2BertConfig:
+    path = model_dir / "config.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFolderError("the model folder holds no config.json") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"config.json is not valid JSON: {one_line_message(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ModelFolderError("config.json does not hold a model configuration")
+    kind = raw.get("model_type")
+    if kind != MODEL_TYPE:
+        # the earlier worker could also train plain Wav2Vec2 models (its use_wav2vec2_base switch)
+        raise ModelFolderError(f"config.json describes a {kind or 'model of unknown type'!s} model; this worker "
+                               "trains and runs Wav2Vec2-BERT (W2V2BERT) models only")
+    try:
+        return Wav2Vec2BertConfig.from_dict(raw)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelFolderError(f"config.json cannot be used: {one_line_message(exc)}") from None
+
+
+def _weight_shapes(model_dir: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """(the weight files' names for messages, tensor name -> shape) of a model folder."""
+    for index_name, single in ((SAFETENSORS_INDEX, "model.safetensors"), (BIN_INDEX, "pytorch_model.bin")):
+        index = model_dir / index_name
+        if index.is_file():  # sharded: the index names the files
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                names = sorted(set(weight_map.values()))
+            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+                raise ModelFolderError(f"{index_name} is not a weight index: {one_line_message(exc)}") from None
+        elif (model_dir / single).is_file():
+            names = [single]
+        else:
+            continue
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in names:
+            path = model_dir / name
+            if Path(name).name != name or not path.is_file():
+                raise ModelFolderError(f"{index_name} names {name!r}, which the model folder does not hold")
+            shapes.update(_safetensors_shapes(path) if name.endswith(".safetensors") else _pickle_shapes(path))
+        return (names[0] if len(names) == 1 else f"the {len(names)} weight files"), shapes
+    raise ModelFolderError("the model folder holds no weights (model.safetensors or pytorch_model.bin)")
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:  # reads the header only
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ModelFolderError(f"{path.name} is not a readable safetensors file: {one_line_message(exc)}") from None
+
+
+def _pickle_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files of the legacy (pre-zip) format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFolderError(
+            f"{path.name} holds Python objects other than tensors, which are never unpickled because they "
+            f"could run code{_unpickler_detail(exc)}; only plain weights (model.safetensors) can be used") from None
+    except Exception as exc:  # noqa: BLE001 - arbitrary bytes raise KeyError, EOFError, RuntimeError...
+        raise ModelFolderError(f"{path.name} is not a readable torch weights file: {one_line_message(exc)}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFolderError(f"{path.name} does not hold a state_dict (tensors by name)")
+    return {str(k): tuple(v.shape) for k, v in state.items()}
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """Torch's line naming what the pickle wanted to call, e.g. ' (Unsupported global: GLOBAL os.system)'."""
+    for line in str(exc).splitlines():
+        match = re.search(r"Unsupported global: GLOBAL [\w.]+", line)
+        if match:
+            return f" ({match.group(0)})"
+    return ""
+
+
+def _first(items: list[str], shown: int = 3) -> str:
+    return "; ".join(items[:shown]) + (f"; … {len(items) - shown} more" if len(items) > shown else "")
 
 
 @torch.no_grad()

@@ -11,8 +11,12 @@ and used at inference only when it lowered the character error rate on validatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
+import threading
+import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,8 @@ from typing import Iterable, Sequence
 
 import jiwer
 from rapidfuzz.distance import Levenshtein
+
+from asr.archive import one_line_message
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +93,9 @@ class PostCorrector:
     @property
     def rule_count(self) -> int:
         return sum(len(table) for table in self.rules.values())
+
+    def summary(self) -> str:
+        return f"{self.rule_count} rules"
 
     def _lookup(self, seq: str, i: int) -> str:
         for left, right in self.contexts:
@@ -225,12 +234,111 @@ def validate_post_corrector(corrector: PostCorrector, hyps: Sequence[str], refs:
     return corrector
 
 
-def find_post_corrector(model_dir: Path, names: Iterable[str] = ("*.tm",)) -> PostCorrector | None:
-    """The first ``.tm`` file of ``model_dir`` in this worker's format (others are skipped with a note)."""
+# -- post-correctors found in a model folder ------------------------------------------------------------
+# The earlier worker's archives may hold a SentenceTransmorgrifier model (package ``sentence-transmorgrifier``):
+# a zip of params.json and CatBoost models (action.cb, and char.cb unless params name a constant_output).
+# It applied one to every transcript, with [UNK] written as "*". The package is not a dependency of this
+# worker: such a file is used where the package is installed, and reported as skipped elsewhere.
+TRANSMORGRIFIER_PACKAGE = "sentence-transmorgrifier"
+_TM_MEMBERS = {"params.json", "action.cb", "char.cb"}
+_TM_MAX_BYTES = 512 * 1024**2  # CatBoost models of a few thousand trees are tens of MB
+_UNK_FOR_TRANSMORGRIFIER = "*"
+_chdir_lock = threading.Lock()
+
+
+class TransmorgrifierCorrector:
+    """A SentenceTransmorgrifier model, used on every transcript as the earlier worker did."""
+
+    use = True
+    kind = TRANSMORGRIFIER_PACKAGE
+
+    def __init__(self, model, name: str):
+        self.model = model
+        self.name = name
+
+    def summary(self) -> str:
+        return f"SentenceTransmorgrifier model {self.name}"
+
+    def apply(self, text: str) -> str:
+        from asr.decode import UNK_MARK  # here: asr.decode imports this module
+
+        if not text:
+            return text
+        result = next(iter(self.model.execute([text.replace(UNK_MARK, _UNK_FOR_TRANSMORGRIFIER)])))
+        return " ".join(str(result).split())
+
+
+@dataclass
+class PostCorrectorScan:
+    """The post-corrector files of a model folder: the one transcripts go through, and those skipped."""
+
+    corrector: "PostCorrector | TransmorgrifierCorrector | None" = None
+    file: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # file name -> reason
+
+    def result_keys(self) -> dict:
+        """Job result keys: nothing for a folder without ``.tm`` files, else ``post_corrector_used``, the
+        file used (``post_corrector``) and the files skipped with their reasons (``post_corrector_skipped``)."""
+        if self.corrector is None and not self.skipped:
+            return {}
+        used = self.corrector is not None and bool(self.corrector.use)
+        keys: dict = {"post_corrector_used": used}
+        if self.corrector is not None:
+            keys["post_corrector"] = self.file
+        if self.skipped:
+            keys["post_corrector_skipped"] = "; ".join(f"{n}: {r}" for n, r in sorted(self.skipped.items()))
+        return keys
+
+
+def scan_post_correctors(model_dir: Path, names: Iterable[str] = ("*.tm",)) -> PostCorrectorScan:
+    """Load the first usable ``.tm`` file of ``model_dir`` (this worker's JSON, or a SentenceTransmorgrifier
+    zip where its package is installed); every other one is logged and listed as skipped with a reason."""
+    scan = PostCorrectorScan()
     for pattern in names:
         for path in sorted(Path(model_dir).glob(pattern)):
             try:
-                return PostCorrector.load(path)
+                corrector = (_load_transmorgrifier(path) if zipfile.is_zipfile(path) else PostCorrector.load(path))
             except ValueError as exc:
-                logger.warning("Ignoring %s: %s", path.name, exc)
-    return None
+                logger.warning("Post-corrector %s skipped: %s", path.name, exc)
+                scan.skipped[path.name] = str(exc)
+                continue
+            if scan.corrector is None:
+                scan.corrector, scan.file = corrector, path.name
+            else:
+                scan.skipped[path.name] = f"{scan.file} is used instead"
+    return scan
+
+
+def find_post_corrector(model_dir: Path, names: Iterable[str] = ("*.tm",)):
+    """The post-corrector of ``model_dir`` (see ``scan_post_correctors``), or None."""
+    return scan_post_correctors(model_dir, names).corrector
+
+
+def _load_transmorgrifier(path: Path) -> TransmorgrifierCorrector:
+    """A SentenceTransmorgrifier ``.tm`` file; ValueError (a skip reason) when it cannot be used here."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"not a readable zip file ({one_line_message(exc)})") from None
+    if "params.json" not in members or "action.cb" not in members:
+        raise ValueError("a zip file that is not a SentenceTransmorgrifier model (no params.json and action.cb)")
+    # It lands in a temporary folder before CatBoost reads it: a zip bomb must not fill the disk.
+    unexpected = sorted(set(members) - _TM_MEMBERS)
+    if unexpected or sum(info.file_size for info in members.values()) > _TM_MAX_BYTES:
+        raise ValueError("refused: its members are not those of a SentenceTransmorgrifier model "
+                         f"({', '.join(unexpected) or 'larger than ' + str(_TM_MAX_BYTES // 1024**2) + ' MB'})")
+    try:
+        from sentence_transmorgrifier.transmorgrify import Transmorgrifier
+    except ImportError:
+        raise ValueError(f"a SentenceTransmorgrifier model; the {TRANSMORGRIFIER_PACKAGE} package is not "
+                         "installed on this worker") from None
+    source = Path(path).resolve()
+    # The package's load() writes its temporary files into the current folder: give it a private one.
+    with _chdir_lock, tempfile.TemporaryDirectory(prefix="transmorgrifier_") as tmp, contextlib.chdir(tmp):
+        try:
+            model = Transmorgrifier().load(str(source))
+        except Exception as exc:  # noqa: BLE001 - the package and CatBoost raise bare Exceptions
+            raise ValueError(f"the SentenceTransmorgrifier model cannot be loaded ({one_line_message(exc)})") from None
+    logger.info("SentenceTransmorgrifier post-corrector %s loaded", path.name)
+    return TransmorgrifierCorrector(model, path.name)

@@ -210,12 +210,36 @@ def load_vocabulary(model_dir: Path) -> Vocabulary:
                 value = value.get("content")
             if isinstance(value, str) and value in raw:
                 specials[key] = value
+    _earlier_worker_specials(model_dir, raw, specials)
     return Vocabulary(
         {str(k): int(v) for k, v in raw.items()},
         specials["pad_token"],
         specials["unk_token"],
         specials["word_delimiter_token"],
     )
+
+
+def _earlier_worker_specials(model_dir: Path, raw: dict, specials: dict[str, str]) -> None:
+    """Read the specials as the network learnt them, not as its tokenizer files claim.
+
+    The earlier worker's vocabularies are the sorted characters (space first, id 0) then [UNK], [PAD],
+    without ``|``; its config kept the base model's pad_token_id 0, so the CTC blank it trained is id 0,
+    and its tokenizer turned every space into ``|`` and so into [UNK]: [UNK] is what it writes between
+    words. Our own models have ``|`` and a config pad_token_id equal to [PAD]'s: nothing changes for them.
+    """
+    try:
+        blank = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("pad_token_id")
+    except (OSError, ValueError, AttributeError):
+        blank = None
+    by_id = {v: k for k, v in raw.items()}
+    if isinstance(blank, int) and blank in by_id and by_id[blank] != specials["pad_token"]:
+        logger.info("CTC blank is %r (config.json pad_token_id %d), not %r", by_id[blank], blank,
+                    specials["pad_token"])
+        specials["pad_token"] = by_id[blank]
+    if specials["word_delimiter_token"] not in raw and specials["unk_token"] in raw:
+        logger.info("vocab.json has no %r: words are delimited by %r, as this model was trained",
+                    specials["word_delimiter_token"], specials["unk_token"])
+        specials["word_delimiter_token"] = specials["unk_token"]
 
 
 def load_feature_extractor(source: str | Path | None) -> SeamlessM4TFeatureExtractor:

@@ -331,3 +331,36 @@ def test_a_takeover_after_training_reuses_the_uploaded_model(demo, tmp_path, rec
     assert demo.read_file("gpu_jobs/job_taken/checkpoint/training_metrics.csv") is None     # nothing trained
     assert demo.job_files("taken", "resume") == []
     check_transcribed(before, demo.cells(), NEEDING_TEXT)
+
+
+def test_inference_runs_the_earlier_workers_archive_and_reports_its_skipped_transmorgrifier(demo, tmp_path,
+                                                                                          record_dir):
+    """An archive as the earlier worker tarred it (its vocabulary without "|", a pickled training_args.bin,
+    a SentenceTransmorgrifier .tm added by hand) is a valid base checkpoint; without the package (not a
+    dependency) the .tm is skipped and the result says so."""
+    import importlib.util
+
+    from test_model_files import earlier_worker_model_folder, tar_like_the_earlier_worker, transmorgrifier_file
+
+    if importlib.util.find_spec("sentence_transmorgrifier") is not None:
+        pytest.skip("sentence-transmorgrifier is installed here: the .tm would be loaded, not skipped")
+    folder = tmp_path / "final_model"
+    folder.mkdir()
+    earlier_worker_model_folder(folder, tmp_path / "pwned")
+    transmorgrifier_file(folder / "fix_spelling.tm")
+    model_path = "gpu_jobs/job_earlier/model/asr_model.pth.tar"
+    demo.write_file(model_path, tar_like_the_earlier_worker(folder, tmp_path / "asr_model.pth.tar").read_bytes())
+    demo.write_manifest([{"job_id": "old_model", "job_type": "asr", "mode": "inference", "canceled": False,
+                          "submitted_at": "2025-10-15T19:20:00.000Z",
+                          "model": {"type": "W2V2BERT", "base_checkpoint": model_path}}])
+
+    run_worker(demo.source(), fast_config(tmp_path, handler_paths=()))
+
+    response = demo.response("old_model")
+    assert response["state"] == "completed", response
+    result = response["result"]
+    assert (result["cells_transcribed"], result["errors_count"]) == (6, 0), result
+    assert result["post_corrector_used"] is False
+    assert result["post_corrector_skipped"] == ("fix_spelling.tm: a SentenceTransmorgrifier model; the "
+                                                "sentence-transmorgrifier package is not installed on this worker")
+    assert not (tmp_path / "pwned").exists()

@@ -214,7 +214,7 @@ def test_unsafe_archives_are_refused(tmp_path, member, reason):
     with pytest.raises(UnsafeArchiveError, match=reason):
         extract_model_archive(archive, dest)
     assert not (tmp_path / "evil.json").exists() and not (tmp_path / "outside.json").exists()
-    assert not any(dest.iterdir())  # checked before anything was written
+    assert not any(dest.iterdir())  # what was extracted before the hostile member is removed
 
 
 def test_archive_round_trip_in_both_layouts(model_archive, tmp_path):

@@ -3,13 +3,15 @@
 Needs ``model.base_checkpoint``: the ``checkpoint_path`` of a finished ASR training job
 (``gpu_jobs/job_<id>/model/asr_model.pth.tar``, ours or the earlier worker's), extracted safely. Nothing is
 written when it is missing or unusable. Result: ``cells_transcribed``, ``errors_count``, ``files_modified``
-(the earlier worker's keys) and the skip counts. See ``transcription.py``.
+(the earlier worker's keys), the skip counts, and ``post_corrector_used`` / ``post_corrector`` /
+``post_corrector_skipped`` when the model holds a ``.tm`` post-corrector. See ``transcription.py``.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from asr.postcorrect import scan_post_correctors
 from handlers.common import ProjectFileMissing, load_notebooks
 from storage import UnsafePath
 
@@ -33,4 +35,7 @@ def run(job_context, callbacks) -> dict:
     except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
         return failure(str(exc))
     notebooks = load_notebooks(callbacks.scanner)
-    return {"success": True, **transcribe_cells(callbacks, notebooks, model, settings)}
+    # post_corrector_* keys: whether the model's .tm file was used (the earlier worker's SentenceTransmorgrifier
+    # models are skipped where their package is not installed)
+    return {"success": True, **transcribe_cells(callbacks, notebooks, model, settings),
+            **scan_post_correctors(model).result_keys()}

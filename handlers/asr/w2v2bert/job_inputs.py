@@ -2,7 +2,9 @@
 
 * ``model.base_checkpoint`` -- the ``model/asr_model.pth.tar`` of an earlier job (ours or the earlier
   worker's). It comes out of a translators' repository, so it is untrusted: ``asr.archive`` extracts it,
-  refusing absolute paths, ``..`` and links that leave the folder before writing a byte.
+  refusing absolute paths, ``..``, links that leave the folder and decompression bombs before writing a
+  member, and ``asr.model.check_model_folder`` reads its weights as tensors only and checks them against
+  its config before any audio is fetched.
 * ``model.base_model`` -- the pretrained encoder to fine-tune: a Hugging Face hub id (default
   ``facebook/w2v-bert-2.0``), a folder on the worker, or a model folder or archive inside the project
   (fetched first).
@@ -10,7 +12,8 @@
 
 Anything a translator or an admin can fix is raised as ``JobInputError`` with a message that names the
 manifest key; the handlers turn it into a failed job (``failure``). Nothing here imports torch or
-transformers (seconds of start-up), so a job whose inputs are wrong fails at once.
+transformers (seconds of start-up) before there is an extracted model to check, so a job whose inputs are
+wrong fails at once.
 """
 
 from __future__ import annotations
@@ -53,8 +56,15 @@ def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
     # Saved under its own name: the library's messages about the archive name the file the translator knows.
     local = inputs / "archives" / Path(str(name)).name
     archive = fetch_project_file(callbacks, str(name), local, field=BASE_CHECKPOINT)
-    folder = _extract(archive, inputs / "base_checkpoint", f"{BASE_CHECKPOINT} {name}")
+    what = f"{BASE_CHECKPOINT} {name}"
+    folder = _extract(archive, inputs / "base_checkpoint", what)
     logger.info("Base checkpoint %s extracted to %s", name, folder)
+    from asr.model import ModelFolderError, check_model_folder  # torch: only once there is a model to check
+
+    try:
+        check_model_folder(folder)
+    except ModelFolderError as exc:
+        raise JobInputError(f"{what} cannot be used: {exc}") from None
     return folder
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import statistics
 import time
 from collections import Counter
@@ -162,15 +161,10 @@ def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
 
 
 def _problem(exc: CheckpointError, local: Path, path: str) -> str:
-    """The checkpoint error for translators: the project path instead of ours, and for a pickle that holds
-    code, torch's line naming it -- never torch's advice to retry with ``weights_only=False``."""
-    text = str(exc).replace(str(local) + ": ", "").replace(str(local), path)
-    if "refused to load" in text and isinstance(exc.__cause__, pickle.UnpicklingError):
-        lines = [line.strip() for line in str(exc.__cause__).splitlines()]
-        named = next((line for line in lines if "unsupported" in line.lower()), "")
-        text = ("refused to load: it holds Python objects other than tensors, which are never unpickled "
-                f"because they could run code{f' ({named})' if named else ''}; only plain weights can be used")
-    return text
+    """The checkpoint error for translators: one line, naming the project's files instead of our copies."""
+    side, project_side = str(sidecar_path(local)), Path(path).with_suffix(".json").as_posix()
+    text = str(exc).replace(str(local) + ": ", "").replace(str(local), path).replace(side, project_side)
+    return " ".join(text.split())
 
 
 USER_ERRORS = (JobSettingError, ProjectFileMissing, UnsafePath, CheckpointError, FrontendUnavailable,
