@@ -74,6 +74,7 @@ COMMIT_TRAILER = "Worker-Commit-Id"
 GITLAB_MAX_BODY_BYTES = 300 * 1000 * 1000
 _ATTRIBUTE_ATTEMPTS = 3  # a translator's concurrent .gitattributes change costs a re-read, this many times
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
+ARCHIVE_MAX_BYTES = 2 * 1024**3  # folder archives above this are abandoned for per-file downloads
 _CHUNK = 1024 * 1024
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _HOP_BY_HOP = frozenset({"transfer-encoding", "content-length", "connection", "host"})
@@ -107,6 +108,10 @@ class CommitTooLarge(ValueError):
 
 class _NotFound(Exception):
     """Internal: a 404 for a file, folder or object — callers turn it into None, [] or FileNotFoundError."""
+
+
+class _ArchiveTooLarge(Exception):
+    """Internal: a folder archive grew past ``archive_max_bytes``; its files are fetched one by one instead."""
 
 
 class _BranchMoved(Exception):
@@ -230,7 +235,7 @@ class GitLabProjectStore(ProjectStore):
         gl: gitlab.Gitlab | None = None, project_info: dict[str, Any] | None = None, timeout: float = 60.0,
         retry: RetryPolicy = RetryPolicy(), max_body_bytes: int = GITLAB_MAX_BODY_BYTES,
         download_workers: int = 4, archive_min_files: int = 16, commit_timeout: float = 600.0,
-        name: str | None = None, lfs_min_bytes: int = LFS_MIN_BYTES,
+        name: str | None = None, lfs_min_bytes: int = LFS_MIN_BYTES, archive_max_bytes: int = ARCHIVE_MAX_BYTES,
     ):
         """``project`` is a numeric id or ``namespace/name``; ``token`` defaults to ``$GITLAB_TOKEN``.
         ``project_info`` (a projects-list entry) saves the request that would otherwise fetch it;
@@ -251,6 +256,7 @@ class GitLabProjectStore(ProjectStore):
         self.max_commit_bytes = (max_body_bytes - margin) * 3 // 4
         self.download_workers = download_workers
         self.archive_min_files = archive_min_files
+        self.archive_max_bytes = archive_max_bytes
         self._project = self._gl.projects.get(project_info["id"] if project_info else project, lazy=True)
         self.lfs_min_bytes = lfs_min_bytes
         self._attributes: tuple[float, FileVersion | None] | None = None  # (read at, root .gitattributes)
@@ -408,14 +414,24 @@ class GitLabProjectStore(ProjectStore):
         are still pointer texts (objects the archive could not include) are left to the raw fallback."""
         got: dict[str, Path] = {}
         with tempfile.TemporaryFile() as spool:
+            def keep(chunk: bytes) -> None:
+                # A folder can hold more than the wanted files (a translator's 2 GB video, say): the archive
+                # is a shortcut only while it stays small, and the raw downloads fetch exactly what is wanted.
+                if spool.tell() + len(chunk) > self.archive_max_bytes:
+                    raise _ArchiveTooLarge(f"the archive of {folder} is over {self.archive_max_bytes} bytes")
+                spool.write(chunk)
+
             def fetch() -> None:
                 spool.seek(0)
                 spool.truncate()
                 self._project.repository_archive(sha=self.branch, format="tar.gz", path=folder, streamed=True,
-                                                 action=spool.write, chunk_size=_CHUNK, include_lfs_blobs="true")
+                                                 action=keep, chunk_size=_CHUNK, include_lfs_blobs="true")
 
             try:
                 self._read(f"archive {folder}", fetch)
+            except _ArchiveTooLarge as stop:
+                logger.info("%s; downloading its %d wanted file(s) one by one", stop, len(wanted))
+                return got
             except _NotFound:
                 return got
             except GitLabAuthError:

@@ -110,6 +110,22 @@ def test_download_many_falls_back_to_raw_when_archives_fail(gitlab_server, gitla
     assert gitlab_server.stats()["requests"]["GET /projects/:id/repository/files/:path/raw"] == 20
 
 
+def test_a_folder_archive_past_its_cap_is_abandoned_for_per_file_downloads(gitlab_server, gitlab_project,
+                                                                           gitlab_store, tmp_path):
+    """A folder may hold far more than the wanted takes (a translator's large video): the archive is spooled
+    only up to ``archive_max_bytes``, then the wanted files come one by one, exactly as asked."""
+    audio = {f"{AUDIO}/cap-{n:02d}.webm": fake_audio(f"cap{n}", 3000) for n in range(20)}
+    gitlab_server.push(gitlab_project, {**audio, f"{AUDIO}/huge-video.webm": os.urandom(400_000)})  # incompressible
+    gitlab_store.archive_max_bytes = 100_000
+    gitlab_server.reset_stats()
+    got = gitlab_store.download_many(sorted(audio), tmp_path / "cap")
+    assert {p: f.read_bytes() for p, f in got.items()} == audio
+    requests = gitlab_server.stats()["requests"]
+    assert requests["GET /projects/:id/repository/archive"] == 1  # tried once, not retried
+    assert requests["GET /projects/:id/repository/files/:path/raw"] == 20
+    assert not (tmp_path / "cap" / AUDIO / "huge-video.webm").exists()
+
+
 # -- commits -------------------------------------------------------------------------------------------
 def test_commit_semantics_and_every_precondition_error(gitlab_server, gitlab_project, gitlab_store):
     path = "gpu_jobs/job_a/response.yaml"
