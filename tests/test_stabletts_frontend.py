@@ -22,6 +22,7 @@ from StableTTS.text import (
     select_frontend,
 )
 from StableTTS.text import frontends as frontends_module
+from StableTTS.text import selection as selection_module
 from StableTTS.text.mapping import EMITTABLE
 
 LATIN = "Hapo mwanzo Mungu aliziumba mbingu na nchi; Ŋgɔ̀ ɛ́ kpɔ́ ñaña façade."
@@ -117,7 +118,8 @@ def test_character_vocabulary_extends_published_symbols(text):
 
 
 def test_selection_rules(monkeypatch):
-    monkeypatch.setattr(frontends_module, "espeak_voice_for", lambda language: None)  # as if espeak were absent
+    for module in (frontends_module, selection_module):  # as if espeak were absent
+        monkeypatch.setattr(module, "espeak_voice_for", lambda language: None)
     monkeypatch.setattr(frontends_module, "uroman_available", lambda: False)
     chosen = select_frontend("swh", [LATIN])
     assert isinstance(chosen, RomanizedFrontend) and chosen.romanizer == "latin"

@@ -99,7 +99,10 @@ def test_training_uploads_a_plain_checkpoint_its_sidecar_and_the_metrics(demo_ru
     state = torch.load(io.BytesIO(env.read_file(f"{folder}/best_model.pt")), map_location="cpu", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values()) and "fake_speaker" in state
     sidecar = json.loads(env.read_file(f"{folder}/best_model.json"))
-    assert sidecar["frontend"] == {"kind": "phonemes", "language": "rus", "espeak_voice": "ru"}  # metadata.json
+    frontend = {k: v for k, v in sidecar["frontend"].items() if k != "reason"}
+    assert frontend == {"kind": "phonemes", "language": "rus", "espeak_voice": "ru"}  # metadata.json
+    assert sidecar["frontend"]["reason"] == result["frontend_reason"]  # the demo's Russian + English verses:
+    assert "ru reads this Cyrillic text and switches to en for the Latin text" in result["frontend_reason"]
     assert sidecar["extra"]["training"]["epochs"] == TEST_EPOCHS and sidecar["extra"]["training"]["preset"] == "tiny"
 
     lines = env.read_file(f"{folder}/training_metrics.csv").decode().splitlines()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,9 @@ class TrainConfig:
     preset: str = "v1.1"  # model size for a new model: "v1.1" (published sizes) or "tiny" (CPU tests, demo)
     pretrained: bool = True  # start a v1.1 model from KdaiP/StableTTS1.1 when it can be had (cache or hub)
     base_checkpoint: str | None = None  # local .pt/.safetensors (+ .json sidecar) to continue instead
-    language: str | None = None  # ISO 639 code of the recordings; picks the text front end
-    frontend: str = "auto"  # auto (espeak phonemes > romanisation > project characters) | one of those
+    language: str | None = None  # ISO 639 code of the recordings; a hint for the text front end, checked on the texts
+    frontend: str = "auto"  # auto (espeak phonemes if the voice reads the texts > romanisation > project
+    #                         characters) | one of those
     learning_rate: float | None = None  # None: 1e-4 from trained weights (upstream's rate), 1e-3 from scratch
     weight_decay: float = 0.01  # AdamW
     warmup_steps: int = 200  # linear warm-up (optimizer steps), then cosine decay; capped at 1/5 of the run
@@ -130,6 +132,10 @@ class SkippedClip:
     id: str
     reason: str
     detail: str = ""
+    symbols: int = 0  # TOO_SHORT: the symbol ids its text needs (blanks included) ...
+    frames: int = 0  # ... and the mel frames its audio has (a monotonic alignment needs symbols <= frames)
+    frontend: str = ""  # TOO_SHORT: the text front end that wrote those symbols ("espeak phonemes (fr-fr)") ...
+    frontend_kind: str = ""  # ... and its kind ("phonemes", "romanized", "characters")
 
 
 # Reasons a clip is left out (the handlers' report names where they mean the same thing).
@@ -139,10 +145,31 @@ TOO_SHORT = "audio too short for its text"
 NOTHING_TO_SAY = "empty text"
 
 
-def skip_summary(skipped: list[SkippedClip]) -> str:
-    """``"2 undecodable audio, 1 empty text"`` (``"none"`` when nothing was skipped)."""
+def skip_summary(skipped: list[SkippedClip], total: int | None = None) -> str:
+    """``"2 undecodable audio, 1 empty text"`` (``"none"`` when nothing was skipped); when many of the
+    ``total`` clips (default: the skipped ones) have audio too short for their text, what to do about it."""
     counts = Counter(s.reason for s in skipped)
-    return ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) or "none"
+    summary = ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) or "none"
+    advice = too_short_advice(skipped, len(skipped) if total is None else total)
+    return f"{summary}; {advice}" if advice else summary
+
+
+def too_short_advice(skipped: list[SkippedClip], total: int, share: float = 0.1) -> str:
+    """When at least ``share`` of ``total`` clips are too short for their text, the usual cause is a front end
+    that writes far too many symbols (letter names, a wrong language): name it, the figure, and the way out."""
+    short = [s for s in skipped if s.reason == TOO_SHORT and s.frames > 0]
+    if not short or len(short) < share * total:
+        return ""
+    ratio = statistics.median(s.symbols / s.frames for s in short)
+    frontend, kind = Counter((s.frontend, s.frontend_kind) for s in short).most_common(1)[0][0]
+    figure = (f"with {frontend or 'the text front end'} these texts need a median {ratio:.1f} symbols per audio "
+              "frame, where at most 1 fits")
+    if kind == "characters":  # already one symbol a letter: the recordings do not say the texts
+        return f"{figure}: check that each recording speaks its whole text"
+    if kind == "phonemes":
+        return (f"{figure}: set model.language to the language of the recordings, or model.frontend: characters "
+                "to read the letters as written")
+    return f"{figure}: set model.frontend: characters to read the letters as written"
 
 
 @dataclass
@@ -161,9 +188,14 @@ class TrainResult:
     skipped: list[SkippedClip] = field(default_factory=list)
     unknown_characters: Counter = field(default_factory=Counter)  # not representable by the front end
     initialised_from: str = ""  # "KdaiP/StableTTS1.1", a checkpoint path, or "scratch (tiny)"
-    frontend: dict = field(default_factory=dict)
+    frontend: dict = field(default_factory=dict)  # the text front end's to_dict(), "reason" included
     device: str = "cpu"
     precision: str = "fp32"
+
+    @property
+    def frontend_reason(self) -> str:
+        """Why the run's text front end was chosen (one line for people)."""
+        return str(self.frontend.get("reason") or "")
 
     def skip_counts(self) -> dict[str, int]:
         return dict(Counter(s.reason for s in self.skipped).most_common())

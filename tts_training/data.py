@@ -92,7 +92,9 @@ def prepare_clips(
         if frames > max_frames:
             data.skipped.append(SkippedClip(utt.id, TOO_LONG, f"{frames / FRAMES_PER_SECOND:.1f} s > {max_seconds:g} s"))
         elif frames < len(enc["ids"]):
-            data.skipped.append(SkippedClip(utt.id, TOO_SHORT, f"{frames} frames for {len(enc['ids'])} symbols"))
+            data.skipped.append(SkippedClip(utt.id, TOO_SHORT, f"{frames} frames for {len(enc['ids'])} symbols",
+                                            symbols=len(enc["ids"]), frames=frames, frontend=frontend.describe(),
+                                            frontend_kind=frontend.kind))
         else:
             data.clips.append(Clip(utt.id, utt.text, tuple(enc["ids"]), mel_path, frames, utt.source))
     log_prepared(data)
@@ -103,7 +105,8 @@ def log_prepared(data: PreparedData) -> None:
     seconds = sum(c.seconds for c in data.clips)
     logger.info("Prepared %d clip(s) (%.1f min of audio)", len(data.clips), seconds / 60)
     if data.skipped:
-        logger.warning("Skipped %d clip(s): %s", len(data.skipped), skip_summary(data.skipped))
+        logger.warning("Skipped %d clip(s): %s", len(data.skipped),
+                       skip_summary(data.skipped, total=len(data.clips) + len(data.skipped)))
         for item in data.skipped[:50]:
             logger.info("  skipped %s: %s%s", item.id, item.reason, f" -- {item.detail}" if item.detail else "")
         if len(data.skipped) > 50:

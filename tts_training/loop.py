@@ -70,6 +70,7 @@ def train(
     else:
         model, frontend = restored
         origin, trained_weights = saved.origin, saved.trained_weights
+    say(frontend.status())
     model.to(device).train()
     raw_model = model
     if ranks.enabled:

@@ -8,9 +8,9 @@ from .frontends import (
     TextFrontend,
     describe_counts,
     frontend_from_dict,
-    select_frontend,
     summarize,
 )
+from .selection import VoiceCheck, check_voice, select_frontend
 from .normalize import normalize_text
 from .espeak import espeak_available, espeak_voice_for
 from .symbols import BLANK_ID, SYMBOL_TO_ID, SYMBOLS, intersperse
@@ -19,4 +19,5 @@ __all__ = [
     "BLANK_ID", "SYMBOLS", "SYMBOL_TO_ID", "CharacterFrontend", "EncodedText", "FrontendUnavailable",
     "PhonemeFrontend", "RomanizedFrontend", "TextFrontend", "describe_counts", "espeak_available",
     "espeak_voice_for", "frontend_from_dict", "intersperse", "normalize_text", "select_frontend", "summarize",
+    "VoiceCheck", "check_voice",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 
 logger = logging.getLogger(__name__)
 
-# ISO 639-3 (and macrolanguage member) codes of the languages espeak-ng 1.52 has voices for -> its voice.
+# ISO 639-3 (and macrolanguage member) codes of the languages espeak-ng 1.52 has voices for -> its voice
+# (and "zh", which espeak calls cmn).
 # espeak names most voices by ISO 639-1; Bible-translation projects usually carry 639-3 codes.
 ISO639_3_TO_ESPEAK: dict[str, str] = {
     "afr": "af", "amh": "am", "arg": "an", "ara": "ar", "arb": "ar", "asm": "as", "aze": "az", "azj": "az",
@@ -27,8 +29,12 @@ ISO639_3_TO_ESPEAK: dict[str, str] = {
     "ron": "ro", "rus": "ru", "snd": "sd", "shn": "shn", "sin": "si", "slk": "sk", "slv": "sl", "smj": "smj",
     "sqi": "sq", "als": "sq", "srp": "sr", "swe": "sv", "swa": "sw", "swh": "sw", "tam": "ta", "tel": "te",
     "tha": "th", "tir": "ti", "tuk": "tk", "tsn": "tn", "tur": "tr", "tat": "tt", "uig": "ug", "ukr": "uk",
-    "urd": "ur", "uzb": "uz", "uzn": "uz", "vie": "vi", "yue": "yue",
+    "urd": "ur", "uzb": "uz", "uzn": "uz", "vie": "vi", "yue": "yue", "zh": "cmn",
 }
+
+# espeak's mark where it reads on in another language, e.g. "(en)" in "(en)iːθɪˈɒpɪk(fr)lˈɛtʁ..." (kept only in
+# `read_words`, for the front-end check).
+LANGUAGE_SWITCH = re.compile(r"\(([a-z]{2,3}(?:-[a-z0-9]+)*)\)", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,6 +86,10 @@ def espeak_voice_for(language: str | None) -> str | None:
             return voices[candidate.lower()]
     if primary == "en":
         return "en-us"
+    # Languages espeak has only regional voices for ("fr" -> fr-fr, fr-be, fr-ch): the home variant, else the first.
+    regional = sorted(v for v in voices if v.startswith(primary + "-"))
+    if regional:
+        return voices[f"{primary}-{primary}" if f"{primary}-{primary}" in regional else regional[0]]
     return None
 
 
@@ -90,6 +100,24 @@ def _backend(voice: str):
     return _backend_class()(
         voice, preserve_punctuation=True, with_stress=True, language_switch="remove-flags", logger=quiet
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _flagging_backend(voice: str):
+    quiet = logging.getLogger("stabletts.phonemizer")
+    quiet.setLevel(logging.ERROR)
+    return _backend_class()(voice, preserve_punctuation=False, with_stress=True, language_switch="keep-flags",
+                            logger=quiet)
+
+
+def read_words(words: list[str], voice: str) -> list[str]:
+    """espeak's IPA for each word read alone, with its language-switch marks kept ("(en)...(fr)")."""
+    keep = [i for i, w in enumerate(words) if w.strip()]
+    out = [""] * len(words)
+    if keep:
+        for i, p in zip(keep, _flagging_backend(voice).phonemize([words[i] for i in keep], strip=True, njobs=1)):
+            out[i] = p
+    return out
 
 
 def phonemize(texts: list[str], voice: str) -> list[str]:

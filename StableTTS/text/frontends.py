@@ -1,7 +1,7 @@
 """Text front ends: plain text -> blank-interspersed symbol ids, with a report of what was not representable.
 
-Three kinds, chosen per project by `select_frontend` and saved with the checkpoint (`to_dict`) so inference
-encodes text exactly as training did:
+Three kinds, chosen per project by `selection.select_frontend` and saved with the checkpoint (`to_dict`, which
+also records why it was chosen) so inference encodes text exactly as training did:
 - "phonemes": espeak-ng IPA mapped onto the published 401 symbols (best transfer from the pretrained model);
 - "romanized": uroman romanisation (any script) mapped onto the same symbols; plain diacritic stripping
   when uroman is not installed (Latin-script text only);
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import re
 import unicodedata
 from collections import Counter
@@ -23,8 +22,6 @@ from .espeak import espeak_voice_for, phonemize
 from .mapping import IPA_TABLE, ROMAN_TABLE, MappingResult, map_to_symbols, tidy_symbols
 from .normalize import normalize_text
 from .symbols import PAD, SYMBOL_TO_ID, SYMBOLS, intersperse
-
-logger = logging.getLogger(__name__)
 
 FRONTEND_KINDS = ("phonemes", "romanized", "characters")
 _UNSPEAKABLE = re.compile(r"So|Sk|Co|Cn|Cs")  # Unicode categories espeak cannot be trusted with
@@ -61,10 +58,11 @@ def summarize(encoded: Iterable[EncodedText]) -> tuple[Counter, Counter]:
 
 
 class TextFrontend:
-    """Base class. Subclasses implement `_symbols_batch` and `to_dict`."""
+    """Base class. Subclasses implement `_symbols_batch`, `_settings` and `describe`."""
 
     kind: str = ""
     language: str | None = None
+    reason: str = ""  # why this front end was chosen for the project (for people; set by select_frontend)
 
     @property
     def symbols(self) -> list[str]:
@@ -102,8 +100,20 @@ class TextFrontend:
     def _symbols_batch(self, texts: list[str]) -> list[MappingResult]:
         raise NotImplementedError
 
-    def to_dict(self) -> dict:
+    def _settings(self) -> dict:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """For people: 'espeak phonemes (fr-fr)', 'uroman romanisation', ..."""
+        raise NotImplementedError
+
+    def status(self) -> str:
+        """One line for a job's status: 'text front end romanized: <why>'."""
+        return f"text front end {self.kind}: {self.reason or self.describe()}"
+
+    def to_dict(self) -> dict:
+        """What rebuilds this front end (`frontend_from_dict`), plus the reason it was chosen."""
+        return {**self._settings(), **({"reason": self.reason} if self.reason else {})}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.to_dict()})"
@@ -138,11 +148,19 @@ class PhonemeFrontend(TextFrontend):
             results.append(result)
             cleaned.append("".join(kept))
         for result, ipa in zip(results, phonemize(cleaned, self.voice)):
-            map_to_symbols(ipa, IPA_TABLE, result)
+            # IPA the table lacks (tone numbers, rare diacritics) is phonetic detail dropped, not a character
+            # of the text that went unspoken: count it as approximated.
+            mapped = map_to_symbols(ipa, IPA_TABLE)
+            result.symbols.extend(mapped.symbols)
+            result.approximated.update(mapped.approximated)
+            result.approximated.update(mapped.unknown)
         return results
 
-    def to_dict(self) -> dict:
+    def _settings(self) -> dict:
         return {"kind": self.kind, "language": self.language, "espeak_voice": self.voice}
+
+    def describe(self) -> str:
+        return f"espeak phonemes ({self.voice})"
 
 
 @functools.lru_cache(maxsize=1)
@@ -180,8 +198,11 @@ class RomanizedFrontend(TextFrontend):
     def _symbols_batch(self, texts: list[str]) -> list[MappingResult]:
         return [map_to_symbols(self._romanize(t).lower(), ROMAN_TABLE) for t in texts]
 
-    def to_dict(self) -> dict:
+    def _settings(self) -> dict:
         return {"kind": self.kind, "language": self.language, "romanizer": self.romanizer}
+
+    def describe(self) -> str:
+        return "uroman romanisation" if self.romanizer == "uroman" else "Latin letters without diacritics"
 
 
 class CharacterFrontend(TextFrontend):
@@ -226,58 +247,26 @@ class CharacterFrontend(TextFrontend):
             results.append(result)
         return results
 
-    def to_dict(self) -> dict:
+    def _settings(self) -> dict:
         return {"kind": self.kind, "language": self.language, "lowercase": self.lowercase,
                 "extra_symbols": self.extra_symbols}
 
-
-def select_frontend(
-    language: str | None,
-    texts: Sequence[str] = (),
-    kind: str = "auto",
-    min_coverage: float = 0.98,
-) -> TextFrontend:
-    """Choose the text front end for a project.
-
-    kind="auto": espeak phonemes if the language has an espeak voice and espeak is usable; otherwise
-    romanisation. If `texts` are given and the chosen front end cannot represent at least `min_coverage`
-    of their characters, a character vocabulary built from the texts is used instead (the model's
-    embedding must then be resized to `frontend.n_vocab`). kind="phonemes" / "romanized" / "characters"
-    forces one (FrontendUnavailable / ValueError if it cannot be built).
-    """
-    if kind not in ("auto", *FRONTEND_KINDS):
-        raise ValueError(f"kind must be 'auto' or one of {FRONTEND_KINDS}, got {kind!r}")
-    if kind == "characters":
-        if not texts:
-            raise ValueError("a character front end is built from the project's texts; none were given")
-        return CharacterFrontend.from_texts(texts, language=language)
-    frontend: TextFrontend
-    if kind == "phonemes":
-        frontend = PhonemeFrontend(language or "")
-    elif kind == "auto" and espeak_voice_for(language) is not None:
-        frontend = PhonemeFrontend(language)
-    else:
-        frontend = RomanizedFrontend(language)
-    if kind == "auto" and texts:
-        coverage = frontend.coverage(texts)
-        if coverage < min_coverage:
-            logger.warning(
-                "%s front end represents only %.1f%% of the characters of %d texts; using a character "
-                "vocabulary instead", frontend.kind, 100 * coverage, len(texts),
-            )
-            return CharacterFrontend.from_texts(texts, language=language)
-    logger.info("Text front end for %r: %s", language, frontend.to_dict())
-    return frontend
+    def describe(self) -> str:
+        return f"the project's own characters ({len(self.extra_symbols)} new symbols)"
 
 
 def frontend_from_dict(data: dict) -> TextFrontend:
     """Rebuild the front end saved in a checkpoint sidecar (raises FrontendUnavailable if it cannot run here)."""
     kind = data.get("kind")
+    frontend: TextFrontend
     if kind == "phonemes":
-        return PhonemeFrontend(data.get("language") or data["espeak_voice"], voice=data.get("espeak_voice"))
-    if kind == "romanized":
-        return RomanizedFrontend(data.get("language"), romanizer=data.get("romanizer"))
-    if kind == "characters":
-        return CharacterFrontend(data.get("extra_symbols", []), language=data.get("language"),
-                                 lowercase=data.get("lowercase", True))
-    raise ValueError(f"unknown text front end kind {kind!r} in sidecar")
+        frontend = PhonemeFrontend(data.get("language") or data["espeak_voice"], voice=data.get("espeak_voice"))
+    elif kind == "romanized":
+        frontend = RomanizedFrontend(data.get("language"), romanizer=data.get("romanizer"))
+    elif kind == "characters":
+        frontend = CharacterFrontend(data.get("extra_symbols", []), language=data.get("language"),
+                                     lowercase=data.get("lowercase", True))
+    else:
+        raise ValueError(f"unknown text front end kind {kind!r} in sidecar")
+    frontend.reason = str(data.get("reason") or "")
+    return frontend

@@ -62,6 +62,7 @@ from StableTTS import CheckpointError, load_model, read_sidecar, sidecar_path
 from StableTTS.text import FrontendUnavailable, describe_counts
 from tts_training import (HUB_VOCOS_FILE, NoTrainingData, TrainConfig, TrainHooks, TrainResult, Utterance,
                           hub_file, train)
+from tts_training.config import FRONTEND_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +88,13 @@ def _setting(callbacks, key: str, kind: type, default: Any = None) -> Any:
 
 
 def project_language(callbacks) -> str | None:
-    """``model.language`` from the manifest, else the target language tag of the project's metadata.json."""
-    language = callbacks.get_job_config("model.language")
+    """``model.language`` from the manifest, else the target language tag of the project's metadata.json.
+
+    Only a hint: the text front end checks it against the texts (metadata tags are often wrong or missing)."""
+    language = str(callbacks.get_job_config("model.language") or "").strip()
     if language:
-        return str(language)
+        logger.info("Project language from model.language: %s", language)
+        return language
     file = callbacks.scanner.read("metadata.json")
     try:
         languages = json.loads(file.content).get("languages") if file else None
@@ -106,7 +110,9 @@ def project_language(callbacks) -> str | None:
 
 def training_config(callbacks, base_checkpoint: Path | None) -> TrainConfig:
     """TrainConfig from the manifest (``epochs``, ``model.*``, the earlier worker's tuning keys)."""
-    frontend = str(callbacks.get_job_config("model.frontend", "auto"))
+    frontend = str(callbacks.get_job_config("model.frontend") or "auto").strip().lower()
+    if frontend not in FRONTEND_CHOICES:
+        raise JobSettingError(f"model.frontend must be one of {', '.join(FRONTEND_CHOICES)}, not {frontend!r}")
     if _setting(callbacks, "model.use_uroman", bool, False):
         frontend = "romanized"
     values = {
@@ -250,7 +256,7 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
         "skipped_clips": sum(skipped.values()), "skipped_clip_reasons": dict(skipped.most_common()),
         "unknown_characters": sum(result.unknown_characters.values()),
         "initialised_from": result.initialised_from, "text_frontend": result.frontend.get("kind"),
-        "device": result.device, "precision": result.precision,
+        "frontend_reason": _frontend_reason(result, base), "device": result.device, "precision": result.precision,
     }
     if base is not None:
         summary["initialised_from"] = str(callbacks.get_job_config("model.base_checkpoint"))
@@ -259,6 +265,16 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     logger.info("Training done: best epoch %d (%s %.4f), %d clip(s) trained, %d skipped", result.best_epoch,
                 result.best_metric, result.best_value, result.train_clips + result.val_clips, sum(skipped.values()))
     return TrainedVoice(result, paths.checkpoint, collected, summary)
+
+
+def _frontend_reason(result: TrainResult, base: Path | None) -> str:
+    """Why the run read the texts as it did; a base checkpoint's front end is kept whatever the texts are."""
+    reason = result.frontend_reason
+    if base is not None and "frontend" in (checkpoint_sidecar(base) or {}):
+        reason = "kept from model.base_checkpoint (its symbols must keep their meaning)" + \
+                 (f"; chosen then because {reason}" if reason else "")
+    logger.info("Text front end: %s (%s)", result.frontend.get("kind"), reason or "no reason recorded")
+    return reason
 
 
 # -- the voice ---------------------------------------------------------------------------------------
