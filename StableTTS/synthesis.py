@@ -3,13 +3,14 @@
 `synthesize_mel` computes what the published v1.1 inference computes (same durations, same prior, same
 noise scaling, same guidance formula, same fixed-step solvers over t in [0, 1]) and is batched: padded
 items are masked so every item's result equals its one-by-one result, and the conditional and
-unconditional guidance branches run as one stacked batch.
+unconditional guidance branches run as one stacked batch. `compile=` runs the estimator through
+`torch.compile` (off by default: compiling costs tens of seconds, worth it only for long runs on a GPU).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -20,6 +21,29 @@ logger = logging.getLogger(__name__)
 
 SOLVERS = ("euler", "midpoint", "dopri5")
 PRECISIONS = ("fp32", "bf16", "auto")
+
+# torch.compile'd estimator calls, one per set of options. Dynamo guards on the estimator passed in, so
+# each model is traced on its first call (shapes are dynamic: another batch size or length does not
+# recompile, apart from torch's specialisation of size 1), and the cache keeps no model alive.
+_COMPILED: dict[str, Callable] = {}
+
+
+def _estimator_velocity(estimator, x, mask, cond, t, c):
+    return estimator.velocity(x, mask, cond, t, c)
+
+
+def compiled_velocity(options: bool | Mapping[str, Any] | None) -> Callable:
+    """`estimator.velocity` as a function of (estimator, x, mask, cond, t, c): eager for False/None, else
+    torch.compile'd with dynamic shapes. True: torch.compile's defaults (inductor); a mapping: its options,
+    e.g. {"mode": "reduce-overhead"} (CUDA graphs) or {"backend": "eager"} (tracing only, for tests)."""
+    if not options:
+        return _estimator_velocity
+    opts = {"dynamic": True, **({} if options is True else dict(options))}
+    key = ", ".join(f"{k}={v!r}" for k, v in sorted(opts.items()))  # option values need not be hashable
+    if key not in _COMPILED:
+        logger.info("Compiling the flow estimator with torch.compile(%s)", key)
+        _COMPILED[key] = torch.compile(_estimator_velocity, **opts)
+    return _COMPILED[key]
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -140,6 +164,7 @@ def synthesize_mel(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     stats: dict | None = None,
+    compile: bool | Mapping[str, Any] = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate mels from blank-interspersed symbol ids.
 
@@ -160,6 +185,9 @@ def synthesize_mel(
             under bf16 autocast on GPUs that support it; durations are always computed in fp32).
         batched_cfg: run both guidance branches as one stacked batch (False = two calls, as upstream).
         rtol / atol: dopri5 tolerances. stats: if given, receives {"nfe": estimator calls}.
+        compile: run the estimator torch.compile'd (see `compiled_velocity`): True, or torch.compile's
+            options as a dict. The first call per model pays the compilation; results equal eager ones to
+            float rounding.
     Returns:
         (mel (B, n_mels, T_y) float32, zero beyond each item's length; mel_lengths (B,)).
     """
@@ -177,7 +205,7 @@ def synthesize_mel(
         mu_y, y_mask, y_lengths = expand_durations(logw, x_mask, mu_x, length_scale)
         z = initial_noise(tuple(mu_y.shape), y_lengths, device, noise, generator) * temperature * y_mask
         with precision_context(device, precision):
-            velocity = GuidedVelocity(model, mu_y, y_mask, c, cfg_scale, batched_cfg)
+            velocity = GuidedVelocity(model, mu_y, y_mask, c, cfg_scale, batched_cfg, compiled_velocity(compile))
             if solver == "dopri5":
                 mel = solve_dopri5(velocity, z, rtol=rtol, atol=atol)
             else:
@@ -197,8 +225,9 @@ class GuidedVelocity:
     """
 
     def __init__(self, model, mu_y: torch.Tensor, y_mask: torch.Tensor, c: torch.Tensor, cfg_scale: float,
-                 batched: bool = True):
+                 batched: bool = True, estimate: Callable = _estimator_velocity):
         self.estimator = model.decoder.estimator
+        self.estimate = estimate  # (estimator, x, mask, cond, t, c) -> v: eager or compiled
         self.cfg_scale = cfg_scale
         self.guided = cfg_scale != 1.0  # at 1 the formula reduces to v_c
         self.batched = batched
@@ -217,12 +246,12 @@ class GuidedVelocity:
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # t scalar, x (B, n_mels, T_y)
         self.nfe += 1
         tb = t.reshape(1).expand(x.shape[0])  # (B,)
-        est = self.estimator
+        est, run = self.estimator, self.estimate
         if not self.guided:
-            return est.velocity(x, self.mask, self.cond, tb, self.c).float()
+            return run(est, x, self.mask, self.cond, tb, self.c).float()
         if self.batched:
-            v_c, v_u = est.velocity(torch.cat((x, x)), self.mask2, self.cond2, tb.repeat(2), self.c2).float().chunk(2)
+            v_c, v_u = run(est, torch.cat((x, x)), self.mask2, self.cond2, tb.repeat(2), self.c2).float().chunk(2)
         else:
-            v_c = est.velocity(x, self.mask, self.cond, tb, self.c).float()
-            v_u = est.velocity(x, self.mask, self.cond_u, tb, self.fake_c).float()
+            v_c = run(est, x, self.mask, self.cond, tb, self.c).float()
+            v_u = run(est, x, self.mask, self.cond_u, tb, self.fake_c).float()
         return v_u + self.cfg_scale * (v_c - v_u)

@@ -1,12 +1,14 @@
 """Benchmark: batched-by-length transcription vs. a per-file loop, and training throughput.
 
-Same random model (preset "tiny" or "small", nothing downloaded) and the same clips of verse-like
-lengths for both transcription modes. Reported: clips/s and the batched/per-file ratio, end to end
+Same random model (preset "tiny" or "small", or "full": the facebook/w2v-bert-2.0 architecture, 580 M
+parameters, built from code -- nothing is downloaded) and the same clips of verse-like lengths for both
+transcription modes. Reported: clips/s and the batched/per-file ratio, end to end
 (features + model) and model only; the padding overhead of length-sorted batches against batches in
 arrival order; training samples/s (forward + backward + AdamW step).
 
     .venv/bin/python bench/bench_asr.py --size tiny
     .venv/bin/python bench/bench_asr.py --size small --clips 256 --device cuda
+    .venv/bin/python bench/bench_asr.py --size full --clips 256 --device cuda    # GPU only
 """
 
 from __future__ import annotations
@@ -19,15 +21,47 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
+from transformers import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from asr.audio import log_mel  # noqa: E402
 from asr.data import CtcCollator, PreparedClip  # noqa: E402
 from asr.decode import Transcriber  # noqa: E402
-from asr.model import install_padding_guard, model_from_preset, pick_device, supports_bf16  # noqa: E402
+from asr.model import (  # noqa: E402
+    RECIPE_OVERRIDES, install_padding_guard, model_from_preset, pick_device, supports_bf16,
+)
 from asr.synthetic import DEFAULT_ALPHABET, synth_speech  # noqa: E402
-from asr.vocab import build_vocabulary, load_feature_extractor  # noqa: E402
+from asr.vocab import Vocabulary, build_vocabulary, load_feature_extractor  # noqa: E402
+
+SIZES = ("tiny", "small", "full")
+
+# The architecture of facebook/w2v-bert-2.0 (its config.json; 580 M parameters before adapter and CTC head),
+# spelt out rather than left to the config class's defaults, which a transformers release could change.
+W2V_BERT_2_0 = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "hidden_act": "swish",
+    "feature_projection_input_dim": 160,
+    "conv_depthwise_kernel_size": 31,
+    "position_embeddings_type": "relative_key",
+    "left_max_position_embeddings": 64,
+    "right_max_position_embeddings": 8,
+}
+
+
+def random_model(size: str, vocabulary: Vocabulary, device: torch.device | str | None = None) -> Wav2Vec2BertForCTC:
+    """A random CTC model: a preset of asr.model, or "full" (``W2V_BERT_2_0`` with the recipe's settings, as
+    training fine-tunes it), built directly on ``device``: initialising 600 M parameters on a CPU takes
+    longer than a GPU needs to use them."""
+    if size != "full":
+        return model_from_preset(size, vocabulary)
+    config = Wav2Vec2BertConfig(vocab_size=vocabulary.size, pad_token_id=vocabulary.pad_id, bos_token_id=None,
+                                eos_token_id=None, add_adapter=True, **W2V_BERT_2_0, **RECIPE_OVERRIDES)
+    with torch.device(device or "cpu"):
+        return Wav2Vec2BertForCTC(config)
 
 
 def verse_like_clips(count: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
@@ -79,11 +113,16 @@ def bench_transcription(transcriber: Transcriber, waves: list[np.ndarray], batch
     }
 
 
-def bench_training(model, feature_extractor, vocabulary, waves, texts, batch_size: int, steps: int, device) -> dict:
-    clips = [
+def training_clips(feature_extractor, waves, texts) -> list[PreparedClip]:
+    """Clips as training holds them: fp16 log-mel features with their text."""
+    return [
         PreparedClip(str(i), t, log_mel(feature_extractor, w).astype(np.float16), len(w) / 16000)
         for i, (w, t) in enumerate(zip(waves, texts))
     ]
+
+
+def bench_training(model, vocabulary, clips: list[PreparedClip], batch_size: int, steps: int, device) -> dict:
+    """Timed optimizer steps (bf16 autocast where supported) on random length-grouped batches of ``clips``."""
     collate = CtcCollator(clips, [vocabulary.encode(c.text) for c in clips])
     order = sorted(range(len(clips)), key=lambda i: len(clips[i].features))  # length-grouped, as in training
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -106,11 +145,13 @@ def bench_training(model, feature_extractor, vocabulary, waves, texts, batch_siz
     _, seconds = timed(lambda: [step(b) for b in chosen])
     samples = sum(len(b) for b in chosen)
     audio = sum(clips[i].duration for b in chosen for i in b)
-    return {"steps": steps, "samples_per_s": round(samples / seconds, 2), "audio_seconds_per_s": round(audio / seconds, 1)}
+    return {"steps": steps, "samples_per_s": round(samples / seconds, 2),
+            "audio_seconds_per_s": round(audio / seconds, 1), "mean_clip_seconds": round(audio / samples, 2)}
 
 
 @click.command()
-@click.option("--size", type=click.Choice(["tiny", "small"]), default="tiny", show_default=True, help="Random model preset.")
+@click.option("--size", type=click.Choice(SIZES), default="tiny", show_default=True,
+              help="Random model: a preset, or full (the w2v-bert-2.0 architecture; GPU).")
 @click.option("--clips", default=64, show_default=True, help="Clips to transcribe (1.5–20 s each).")
 @click.option("--batch-size", default=16, show_default=True, help="Clips per batch.")
 @click.option("--train-steps", default=10, show_default=True, help="Timed training steps.")
@@ -127,7 +168,7 @@ def main(size, clips, batch_size, train_steps, device, threads, repeats, json_ou
     vocabulary = build_vocabulary(texts, min_char_count=1).vocabulary
     feature_extractor = load_feature_extractor(None)
     torch.manual_seed(0)
-    model = model_from_preset(size, vocabulary)
+    model = random_model(size, vocabulary, dev)
     install_padding_guard(model)
     params = sum(p.numel() for p in model.parameters())
     transcriber = Transcriber(model, feature_extractor, vocabulary, dev)
@@ -139,8 +180,8 @@ def main(size, clips, batch_size, train_steps, device, threads, repeats, json_ou
         "torch_threads": torch.get_num_threads(),
         "repeats": repeats,
         "transcription": bench_transcription(transcriber, waves, batch_size, repeats),
-        "training": bench_training(model_from_preset(size, vocabulary), feature_extractor, vocabulary, waves, texts,
-                                   batch_size, train_steps, dev),
+        "training": bench_training(random_model(size, vocabulary, dev), vocabulary,
+                                   training_clips(feature_extractor, waves, texts), batch_size, train_steps, dev),
     }
     if json_out:
         click.echo(json.dumps(report))

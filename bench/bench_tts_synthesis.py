@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from StableTTS import build_model, mel_spectrogram, synthesize_mel  # noqa: E402
 from StableTTS.text import RomanizedFrontend  # noqa: E402
+from inference_stabletts import vocode  # noqa: E402
 
 WORDS = ("na mungu akasema iwe nuru ikawa akaona kwamba ni njema akatenga kati ya giza mwanzo aliziumba mbingu "
          "nchi ilikuwa ukiwa tena utupu roho yake ikatulia juu maji bwana watu wake israeli mfalme nyumba siku "
@@ -46,9 +47,10 @@ def verse_texts(n: int, seed: int) -> list[str]:
     return texts
 
 
-def random_v11(seed: int) -> torch.nn.Module:
+def random_v11(seed: int, preset: str = "v1.1") -> torch.nn.Module:
+    """Random weights that do work: v1.1 by default, or another preset of the same architecture."""
     torch.manual_seed(seed)
-    model = build_model("v1.1")
+    model = build_model(preset)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "adaLN_modulation.2" in name or name.startswith("fake_"):
@@ -70,8 +72,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_ours(model, encoded, ref, args, device, solver, steps, precision, indices=None):
-    """Batched path; returns ({index: mel}, seconds, nfe per batch)."""
+def run_ours(model, encoded, ref, args, device, solver, steps, precision, indices=None, *, vocoder=None,
+             compile=False):
+    """Batched path; returns ({index: mel}, seconds, nfe per batch).
+
+    vocoder: also turn each batch's mels into audio (timed, as a job does). compile: `synthesize_mel`'s flag.
+    """
     indices = list(range(len(encoded))) if indices is None else indices
     order = sorted(indices, key=lambda i: len(encoded[i]), reverse=True)
     mels, nfes = {}, []
@@ -83,21 +89,26 @@ def run_ours(model, encoded, ref, args, device, solver, steps, precision, indice
         stats: dict = {}
         mel, mel_len = synthesize_mel(
             model, ids, lengths, ref, steps=steps, cfg_scale=args.cfg_scale, solver=solver, precision=precision,
-            generator=[torch.Generator().manual_seed(args.seed + i) for i in chunk], stats=stats,
+            generator=[torch.Generator().manual_seed(args.seed + i) for i in chunk], stats=stats, compile=compile,
         )
         nfes.append(stats["nfe"])
+        if vocoder is not None:
+            vocode(vocoder, mel, mel_len)
         for row, i in enumerate(chunk):
             mels[i] = mel[row, :, : int(mel_len[row])].float().cpu()
     sync(device)
     return mels, time.perf_counter() - start, nfes
 
 
-def run_upstream_style(model, encoded, ref, args, device, solver, steps, indices):
-    """One text at a time, two guidance passes, fp32."""
+def run_upstream_style(model, encoded, ref, args, device, solver, steps, indices, *, deadline=None):
+    """One text at a time, two guidance passes, fp32. deadline (a time.monotonic() value): start no text
+    after it (one text at least is done); the results then cover the texts done."""
     mels, nfes = {}, []
     sync(device)
     start = time.perf_counter()
     for i in indices:
+        if deadline is not None and mels and time.monotonic() > deadline:
+            break
         ids, lengths = pad([encoded[i]], device)
         stats: dict = {}
         mel, _ = synthesize_mel(
