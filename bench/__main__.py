@@ -6,6 +6,7 @@ takes a few minutes on a 2-core CPU; each script takes larger sizes (and a GPU) 
     .venv/bin/python bench/bench_tts_synthesis.py --n 200          # on a GPU: the full 200-verse comparison
     .venv/bin/python bench/bench_asr.py --size small --clips 256
     .venv/bin/python bench/bench_gitlab.py                         # 10 -> 1,000 verses and projects
+    python bench/gpu_run.py --json-out gpu.json                    # on a lent GPU: every GPU figure in 8 min
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ BENCHMARKS = [
     ("bench_tts_synthesis.py", ["--n", "8", "--upstream-n", "4", "--upstream-solver", "euler", "--batch-size", "1"]),
     ("bench_tts_training.py", []),
     ("bench_asr.py", ["--clips", "32", "--repeats", "2"]),
+    # The GPU run's own code paths at tiny sizes; its figures mean something only on a GPU.
+    ("gpu_run.py", ["--dry-run"]),
 ]
 
 
