@@ -1,7 +1,7 @@
 """GitLab as a ``ProjectStore`` (one project) and a ``ProjectSource`` (every project a token can see).
 
 Everything goes through python-gitlab and GitLab's REST API v4, plus the Git LFS batch API for large files.
-What GitLab really does, and what this module relies on (see shared/docs/gitlab_api.md):
+What GitLab really does, and what this module relies on (see docs/gitlab.md):
 
 * A file's *version* is its ``last_commit_id``. GitLab checks an update's ``last_commit_id`` by comparing
   the path's last commit on the branch with its last commit as of that id, so any version we read works.
@@ -64,6 +64,7 @@ from storage import (
     VersionConflict,
     confine_path,
 )
+from worker_logging import REDACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ class _BranchMoved(Exception):
 
 # -- small pieces ----------------------------------------------------------------------------------------
 class _Secret:
-    """Holds the token; its repr and str never show it, and ``redact`` scrubs it out of any text."""
+    """Holds the token; its repr and str never show it. The token and its Basic-auth forms are registered
+    with the program's one redactor (``worker_logging.REDACTOR``), which ``redact`` applies."""
 
     def __init__(self, value: str):
         if not value:
@@ -128,6 +130,8 @@ class _Secret:
         self._value = value
         basic = base64.b64encode(f"oauth2:{value}".encode()).decode()
         self._needles = [value, basic, basic.rstrip("=")]
+        for needle in self._needles:
+            REDACTOR.add(needle)
 
     def reveal(self) -> str:
         return self._value
@@ -136,10 +140,7 @@ class _Secret:
         return "Basic " + self._needles[1]
 
     def redact(self, text: object) -> str:
-        text = str(text)
-        for needle in self._needles:
-            text = text.replace(needle, "[token]")
-        return text
+        return REDACTOR.redact(str(text))
 
     def __repr__(self) -> str:
         return "<GitLab token hidden>"
@@ -699,6 +700,13 @@ class GitLabProjectStore(ProjectStore):
             time.sleep(pause)
         raise AssertionError("unreachable")
 
+    # -- for operators' tools ------------------------------------------------------------------------
+    @property
+    def last_activity_at(self) -> datetime | None:
+        """GitLab's ``last_activity_at`` of the project (pushes, issues, ...; moved at most hourly)."""
+        value = self._info().get("last_activity_at")
+        return _parse_time(value) if value else None
+
 
 def _precondition_error(message: str, actions: list[FileAction]) -> StorageError | None:
     """GitLab's 400 answer → our exception, with the path when it can be told (GitLab names it only for
@@ -850,3 +858,56 @@ class GitLabSource(ProjectSource):
         for project_id in [i for i in self._tracked if i not in visible]:
             logger.info("project %s is no longer visible to the token", self._tracked[project_id].store.name)
             del self._tracked[project_id]
+
+    # -- for operators' tools (preflight, one job by name, leaving idle projects) ---------------------
+    def visible_stores(self) -> list[GitLabProjectStore]:
+        """Every project the token is a member of, with a manifest or not (one full listing)."""
+        return [self._track(info).store for info in self._list_projects(None)]
+
+    def open_project(self, path_with_namespace: str) -> GitLabProjectStore:
+        """The store of one project named by its path; raises ``GitLabError`` when the token cannot see it."""
+        store = GitLabProjectStore(self._url, path_with_namespace, token=self._secret, gl=self._gl,
+                                   retry=self._retry, **self._store_options)
+        store._info()  # one look-up: an unknown project fails here, not at the first read
+        return store
+
+    def current_user(self) -> dict[str, Any]:
+        """The token's user (``GET /user``): ``id``, ``username``, ..."""
+        try:
+            return _retrying("look up the token's user", lambda: self._gl.http_get("/user"), self._retry,
+                             self._secret)
+        except _NotFound as error:
+            raise GitLabError(f"looking up the token's user failed: {error}") from None
+
+    def token_info(self) -> dict[str, Any] | None:
+        """What GitLab says about the token (``GET /personal_access_tokens/self``: ``scopes``, ``active``,
+        ``expires_at``), or None where it cannot say: GitLab before 15.5, or not an access token."""
+        try:
+            return _retrying("look up the token", lambda: self._gl.http_get("/personal_access_tokens/self"),
+                             self._retry, self._secret)
+        except _NotFound:
+            return None
+
+    def leave_project(self, store: GitLabProjectStore, user_id: int) -> bool:
+        """Remove ``user_id``'s own direct membership of the store's project (``DELETE
+        /projects/:id/members/:user_id``). True when removed, False when it is no direct member there (404:
+        e.g. a member through the project's group). Raises ``GitLabError`` when GitLab does not allow it
+        (403: e.g. the user owns the project's namespace), ``GitLabAuthError`` when the token lacks ``api``."""
+        path = f"/projects/{store._project.encoded_id}/members/{int(user_id)}"
+
+        def delete() -> None:
+            try:
+                self._gl.http_delete(path)
+            except gitlab.exceptions.GitlabError as error:
+                if _status(error) != 403:
+                    raise
+                if "insufficient_scope" in str(error.error_message):
+                    raise GitLabAuthError(f"the token may not leave {store.name}: it lacks the api scope") from None
+                raise GitLabError(f"GitLab does not let the worker user leave {store.name} (HTTP 403; "
+                                  "e.g. it owns the project's namespace)") from None
+
+        try:
+            _retrying(f"leave {store.name}", delete, self._retry, self._secret)
+        except _NotFound:
+            return False
+        return True

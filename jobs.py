@@ -2,7 +2,7 @@
 
 Everything here runs over a ``storage.ProjectStore``; the local folder and GitLab backends only store files.
 The plugin (codex_worker_frontend) writes ``gpu_jobs/manifest.yaml`` and reads ``gpu_jobs/job_<id>/``;
-the facts are in shared/docs/job_protocol.md. In short:
+the facts are in docs/job_protocol.md. In short:
 
 * a claim is ONE commit creating ``response.yaml`` (create-only-if-absent: exactly one worker wins);
 * a claim is a lease, renewed by rewriting ``response.yaml`` against the version last written, so a worker
@@ -22,20 +22,28 @@ from typing import Any, Sequence
 
 import yaml
 
+from bounded_yaml import YamlRefused, describe_value
+from bounded_yaml import load as load_yaml
 from storage import (
     FileAction,
     FileAlreadyExists,
     FileMissing,
     FileVersion,
     ProjectStore,
+    StorageError,
     UnsafePath,
     VersionConflict,
     confine_path,
 )
+from worker_logging import redacted_data
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_PATH = "gpu_jobs/manifest.yaml"
+LOGS_FILE = "logs.txt"
+# The earlier worker (codex-job-worker) writes no lease expiry and no heartbeat while it trains a voice:
+# its claim holds for this long after its last write.
+LEGACY_CLAIM_HOURS = 24.0
 SUPPORTED_MANIFEST_VERSIONS = (1,)
 MODES = ("training", "inference", "training_and_inference")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -60,7 +68,12 @@ class JobState(str, enum.Enum):
 
 # -- errors ----------------------------------------------------------------------------------------
 class ManifestError(ValueError):
-    """The manifest as a whole cannot be used (invalid YAML, unsupported version, no job list)."""
+    """The manifest as a whole cannot be used (unreadable, unsupported version, no job list). The message
+    names the file; ``version`` is the storage version of the manifest that was read."""
+
+    def __init__(self, message: str, version: str = ""):
+        super().__init__(message)
+        self.version = version
 
 
 class ResponseError(ValueError):
@@ -95,9 +108,9 @@ def parse_time(value: Any, *, field_name: str) -> datetime | None:
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ValueError(f"{field_name} {value!r} is not an ISO 8601 time") from exc
+            raise ValueError(f"{field_name} {describe_value(value)} is not an ISO 8601 time") from None
     else:
-        raise ValueError(f"{field_name} must be an ISO 8601 time, not {type(value).__name__}")
+        raise ValueError(f"{field_name} must be an ISO 8601 time, not {describe_value(value)}")
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -165,24 +178,53 @@ class Manifest:
 
 
 _PATH_FIELDS = (("model", "base_checkpoint"), ("voice_reference",))
+_ATTACHMENTS = ".project/attachments/"
+
+
+def attachment_project_path(path: str) -> str | None:
+    """The project path of an attachment named the way the plugin may name it: relative, or an absolute
+    path on the translator's machine (``C:\\Users\\ana\\proj\\.project\\attachments\\JHN\\a.webm``,
+    ``/home/ana/proj/.project/attachments/...``) → ``.project/attachments/JHN/a.webm``. None when the path
+    holds no ``.project/attachments/``. Raises ``UnsafePath`` when the rest of it leaves that folder."""
+    unified = path.replace("\\", "/")
+    at = unified.rfind("/" + _ATTACHMENTS)  # the innermost: that is the project's own .project
+    if at >= 0:
+        unified = unified[at + 1:]
+    elif not unified.startswith(_ATTACHMENTS):
+        return None
+    return confine_path(unified, what="path")
+
+
+def _project_path(value: Any, field_name: str) -> str:
+    """A manifest path field as a project path; raises ``ValueError`` with a message naming no field."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a path in the project, not {describe_value(value)}")
+    try:
+        if field_name == "voice_reference":
+            # On an old-layout project, and on Windows, the plugin writes the take's absolute path.
+            return attachment_project_path(value) or confine_path(value, what="path")
+        return confine_path(value, what="path")
+    except UnsafePath as exc:
+        reason = str(exc).replace(repr(value), describe_value(value))
+        raise ValueError(reason.replace("path ", "", 1)) from None
 
 
 def parse_manifest(text: str | bytes, *, version: str = "", source: str = MANIFEST_PATH) -> Manifest:
-    """Parse and validate a manifest. Whole-file problems raise ``ManifestError``; a bad job becomes a
-    ``JobProblem`` (so the other jobs are still served). Messages name the file, the job and the field."""
+    """Parse and validate a manifest. Whole-file problems raise ``ManifestError`` (and nothing else:
+    a hostile file is refused, never a crash); a bad job becomes a ``JobProblem`` (so the other jobs are
+    still served). Messages name the file, the job and the field, and quote values short."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: invalid YAML ({_first_line(exc)})") from None
+        data = load_yaml(text)
+    except YamlRefused as exc:
+        raise ManifestError(f"{source}: {exc}", version) from None
     if not isinstance(data, dict):
-        raise ManifestError(f"{source}: expected a mapping with 'version' and 'jobs'")
-    if data.get("version") not in SUPPORTED_MANIFEST_VERSIONS:
-        raise ManifestError(
-            f"{source}: version {data.get('version')!r} is not supported (this worker reads version 1)"
-        )
+        raise ManifestError(f"{source}: expected a mapping with 'version' and 'jobs'", version)
+    if isinstance(data.get("version"), bool) or data.get("version") not in SUPPORTED_MANIFEST_VERSIONS:
+        raise ManifestError(f"{source}: version {describe_value(data.get('version'))} is not supported "
+                            "(this worker reads version 1)", version)
     raw_jobs = data.get("jobs") or []
     if not isinstance(raw_jobs, list):
-        raise ManifestError(f"{source}: 'jobs' must be a list")
+        raise ManifestError(f"{source}: 'jobs' must be a list, not {describe_value(raw_jobs)}", version)
     jobs: list[JobSpec] = []
     problems: list[JobProblem] = []
     seen: set[str] = set()
@@ -213,7 +255,8 @@ def _parse_job(raw: Any, index: int, source: str) -> JobSpec:
     job_id = raw.get("job_id")
     job_id = str(job_id) if isinstance(job_id, (str, int)) and not isinstance(job_id, bool) else None
     if not job_id or not _JOB_ID.match(job_id) or ".." in job_id:
-        raise _JobInvalid(f"{where}: job_id {raw.get('job_id')!r} is missing or not a safe name", None)
+        raise _JobInvalid(f"{where}: job_id {describe_value(raw.get('job_id'))} is missing or not a safe name",
+                          None)
     where = f"{source}: job {job_id}"
 
     def fail(field_name: str, message: str) -> _JobInvalid:
@@ -221,22 +264,22 @@ def _parse_job(raw: Any, index: int, source: str) -> JobSpec:
 
     job_type = raw.get("job_type")
     if not isinstance(job_type, str) or not _IDENTIFIER.match(job_type):
-        raise fail("job_type", f"must be a name such as tts or asr, not {job_type!r}")
+        raise fail("job_type", f"must be a name such as tts or asr, not {describe_value(job_type)}")
     mode = raw.get("mode")
     if mode not in MODES:
-        raise fail("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+        raise fail("mode", f"must be one of {', '.join(MODES)}, not {describe_value(mode)}")
     model = raw.get("model") or {}
     if not isinstance(model, dict):
-        raise fail("model", "must be a mapping")
+        raise fail("model", f"must be a mapping, not {describe_value(model)}")
     model_type = model.get("type")
     if not isinstance(model_type, str) or not _IDENTIFIER.match(normalise_model_name(model_type) or "-"):
-        raise fail("model.type", f"must name a model such as StableTTS or W2V2BERT, not {model_type!r}")
+        raise fail("model.type", f"must name a model such as StableTTS or W2V2BERT, not {describe_value(model_type)}")
     epochs = raw.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 9999):
-        raise fail("epochs", f"must be a whole number from 1 to 9999, not {epochs!r}")
+        raise fail("epochs", f"must be a whole number from 1 to 9999, not {describe_value(epochs)}")
     canceled = raw.get("canceled", False)
     if not isinstance(canceled, bool):
-        raise fail("canceled", f"must be true or false, not {canceled!r}")
+        raise fail("canceled", f"must be true or false, not {describe_value(canceled)}")
     times: dict[str, datetime | None] = {}
     for time_field in ("submitted_at", "timeout"):
         try:
@@ -248,27 +291,26 @@ def _parse_job(raw: Any, index: int, source: str) -> JobSpec:
         value: Any = raw
         for key in path_field:
             value = value.get(key) if isinstance(value, dict) else None
-        if value in (None, ""):
+        if value is None or value == "":
             continue
+        name = ".".join(path_field)
         try:
-            confine_path(value, what="path")
-        except UnsafePath as exc:
-            raise fail(".".join(path_field), str(exc).replace("path ", "", 1)) from None
+            resolved = _project_path(value, name)
+        except ValueError as exc:
+            raise fail(name, str(exc)) from None
+        if name == "voice_reference" and resolved != value:
+            raw = {**raw, "voice_reference": resolved}  # handlers get the project path
     for section in ("training", "inference"):
         block = raw.get(section)
         if block is None:
             continue
         if not isinstance(block, dict):
-            raise fail(section, "must be a mapping")
+            raise fail(section, f"must be a mapping, not {describe_value(block)}")
         for key in ("include_verses", "exclude_verses"):
             verses = block.get(key)
             if verses is not None and (not isinstance(verses, list) or not all(isinstance(v, str) for v in verses)):
                 raise fail(f"{section}.{key}", "must be a list of cell ids or references")
     return JobSpec(job_id, job_type, mode, model_type, submitted_at, canceled, timeout, raw)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def read_manifest(store: ProjectStore) -> Manifest | None:
@@ -307,28 +349,31 @@ class JobResponse:
     @classmethod
     def parse(cls, text: str | bytes) -> "JobResponse":
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ResponseError(f"response.yaml is not valid YAML ({_first_line(exc)})") from None
+            data = load_yaml(text)
+        except YamlRefused as exc:
+            raise ResponseError(f"response.yaml: {exc}") from None
         if not isinstance(data, dict):
             raise ResponseError("response.yaml is not a mapping")
         try:
-            state = JobState(data.get("state"))
+            state = data.get("state")
+            if not isinstance(state, str) or state not in {s.value for s in JobState}:
+                known = ", ".join(s.value for s in JobState)
+                raise ValueError(f"state {describe_value(state)} is not one of {known}")
             timestamp = parse_time(data.get("timestamp"), field_name="timestamp")
             if timestamp is None:
                 raise ValueError("timestamp is missing")
             return cls(
-                worker_id=str(data.get("worker_id") or ""),
-                state=state,
+                worker_id=_text(data, "worker_id") or "",
+                state=JobState(state),
                 timestamp=timestamp,
                 claimed_at=parse_time(data.get("claimed_at"), field_name="claimed_at"),
                 lease_expires_at=parse_time(data.get("lease_expires_at"), field_name="lease_expires_at"),
-                claim_id=data.get("claim_id"),
-                retry_count=int(data.get("retry_count") or 0),
-                epochs_completed=int(data.get("epochs_completed") or 0),
-                status_message=str(data.get("status_message") or ""),
-                error_message=data.get("error_message"),
-                termination_reason=data.get("termination_reason"),
+                claim_id=_text(data, "claim_id"),
+                retry_count=_whole(data, "retry_count"),
+                epochs_completed=_whole(data, "epochs_completed"),
+                status_message=_text(data, "status_message") or "",
+                error_message=_text(data, "error_message"),
+                termination_reason=_text(data, "termination_reason"),
                 result=data.get("result"),
                 extra={k: v for k, v in data.items() if k not in _RESPONSE_KEYS},
             )
@@ -352,18 +397,42 @@ class JobResponse:
             if value is not None:
                 data[key] = value
         data.update(self.extra)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        # Whatever a handler or a library put into a message, a token never reaches the project.
+        return yaml.safe_dump(redacted_data(data), sort_keys=False, allow_unicode=True, default_flow_style=False)
 
-    def lease_expired(self, now: datetime, lease_seconds: float) -> bool:
+    def lease_expired(self, now: datetime, legacy_claim_hours: float = LEGACY_CLAIM_HOURS) -> bool:
         """A running job whose holder stopped renewing (or released it) may be taken over."""
         if self.lease_expires_at is not None:
             return now >= self.lease_expires_at
-        # Responses of the earlier worker carry no expiry: the last write plus our lease time.
-        return now >= self.timestamp + timedelta(seconds=lease_seconds)
+        # Written by the earlier worker: no expiry and no heartbeats while it trains, but it holds its
+        # claim until its last write is ``legacy_claim_hours`` old, and so do we.
+        return now >= self.timestamp + timedelta(hours=legacy_claim_hours)
 
     @property
     def released(self) -> bool:
         return bool(self.extra.get("released_at"))
+
+
+def _text(data: dict, key: str) -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{key} must be text, not {describe_value(value)}")
+
+
+def _whole(data: dict, key: str) -> int:
+    value = data.get(key)
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+        return int(value)
+    raise ValueError(f"{key} must be a whole number, not {describe_value(value)}")
 
 
 # -- decisions -------------------------------------------------------------------------------------
@@ -386,10 +455,16 @@ class Decision:
 
 
 def decide(
-    job: JobSpec, response: JobResponse | None, *, worker_id: str, now: datetime, lease_seconds: float,
-    max_retries: int, active_claims: frozenset[str] = frozenset(),
+    job: JobSpec, response: JobResponse | None, *, worker_id: str, now: datetime, max_retries: int,
+    predecessor_claims: frozenset[str] = frozenset(), legacy_claim_hours: float = LEGACY_CLAIM_HOURS,
+    lease_seconds: float | None = None,
 ) -> Decision:
-    """Pure protocol rules: what this worker may do about ``job`` given its ``response.yaml``."""
+    """Pure protocol rules: what this worker may do about ``job`` given its ``response.yaml``.
+
+    ``predecessor_claims``: claim ids proven to be this worker's own from before a restart (see
+    ``claim_records``), resumed at once. A claim under this worker's name that is not proven so is
+    someone else's: two processes started with one name must not take jobs from each other.
+    ``lease_seconds`` is not needed any more (every lease carries its expiry); accepted for old callers."""
     if response is not None and response.state.is_terminal:
         return Decision(Action.SKIP, f"already {response.state.value}")
     if response is None:
@@ -399,9 +474,11 @@ def decide(
             return Decision(Action.FAIL_TIMED_OUT, "timed out before start")
         return Decision(Action.CLAIM)
     # state is running
-    if response.worker_id == worker_id and response.claim_id not in active_claims:
+    if response.worker_id == worker_id and response.claim_id and response.claim_id in predecessor_claims:
         return Decision(Action.RESUME_OWN, "this worker held it before a restart")
-    if not response.lease_expired(now, lease_seconds):
+    if not response.lease_expired(now, legacy_claim_hours):
+        if response.worker_id == worker_id:
+            return Decision(Action.SKIP, "held under this worker's name by another process")
         return Decision(Action.SKIP, f"running on {response.worker_id}")
     if job.canceled:
         return Decision(Action.CANCEL, "canceled while its worker was gone")
@@ -493,7 +570,8 @@ def write_unclaimed_outcome(
     store: ProjectStore, job_id: str, state: JobState, message: str, *, worker_id: str,
     previous: FileVersion | None, previous_response: JobResponse | None = None,
 ) -> bool:
-    """Finish a job nobody is running (timed out, canceled, gave up, invalid). False if someone beat us."""
+    """Finish a job nobody is running (timed out, canceled, gave up, invalid), with a line in its
+    ``logs.txt`` saying why, so "View Logs" explains it too. False if someone beat us."""
     now = utc_now()
     response = JobResponse(
         worker_id=worker_id, state=state, timestamp=now,
@@ -510,11 +588,26 @@ def write_unclaimed_outcome(
         action = FileAction.create(path, response.dump())
     else:
         action = FileAction.update(path, response.dump(), expected_version=previous.version)
+    line = f"{format_time(now)} {worker_id}: marked this job {state.value} without running it: {message}\n"
     try:
-        store.commit([action], f"GPU job {job_id}: {state.value} ({message})")
+        store.commit([action, _appended_log(store, job_id, line)], f"GPU job {job_id}: {state.value} ({message})")
     except (FileAlreadyExists, VersionConflict, FileMissing):
         return False
     return True
+
+
+def logs_path(job_id: str) -> str:
+    return f"{job_dir(job_id)}/{LOGS_FILE}"
+
+
+def _appended_log(store: ProjectStore, job_id: str, line: str) -> FileAction:
+    """``logs.txt`` with ``line`` added: the log of an earlier attempt (a crashed worker's) is kept."""
+    path = logs_path(job_id)
+    current = store.read(path)
+    if current is None:
+        return FileAction.create(path, line)
+    before = current.content if not current.content or current.content.endswith(b"\n") else current.content + b"\n"
+    return FileAction.update(path, before + line.encode("utf-8"), expected_version=current.version)
 
 
 class LeaseCheck(enum.Enum):
@@ -522,6 +615,9 @@ class LeaseCheck(enum.Enum):
     CANCELED = "canceled"
     REMOVED = "removed"
     TIMED_OUT = "timed_out"
+    # The job is still ours but the manifest cannot be read: keep running and renewing (a manifest broken
+    # mid-edit is the plugin's to fix, and must not hand the job to a second worker), and say so.
+    MANIFEST_UNREADABLE = "manifest_unreadable"
 
 
 def _check_still_ours(lease: Lease) -> None:
@@ -549,9 +645,9 @@ def check_lease(lease: Lease, now: datetime | None = None) -> tuple[LeaseCheck, 
     try:
         manifest = read_manifest(lease.store)
     except ManifestError as exc:
-        # A manifest broken mid-edit is the plugin's to fix; it does not cancel the running job.
-        logger.warning("%s", exc)
-        return LeaseCheck.OK, ""
+        if lease.job.timeout and now >= lease.job.timeout:
+            return LeaseCheck.TIMED_OUT, f"timed out (the job's timeout {format_time(lease.job.timeout)} passed)"
+        return LeaseCheck.MANIFEST_UNREADABLE, str(exc)
     job = manifest.find(lease.job.job_id) if manifest else None
     if job is None and (manifest is None or not manifest.lists(lease.job.job_id)):
         return LeaseCheck.REMOVED, "the job was removed from the manifest"
@@ -676,11 +772,18 @@ class JobRow:
 
 
 def describe_jobs(store: ProjectStore) -> list[JobRow]:
-    """Every job of a project's manifest with its state, read the way the plugin reads it."""
+    """Every job of a project's manifest with its state, read the way the plugin reads it. A project that
+    cannot be read is one row saying why, so a listing of many projects still shows the others."""
     try:
-        manifest = read_manifest(store)
+        return _describe_jobs(store)
     except ManifestError as exc:
         return [JobRow(store.name, "-", "-", "invalid manifest", "", "", "", str(exc))]
+    except StorageError as exc:
+        return [JobRow(store.name, "-", "-", "unreadable", "", "", "", str(exc).strip().split("\n")[0][:200])]
+
+
+def _describe_jobs(store: ProjectStore) -> list[JobRow]:
+    manifest = read_manifest(store)
     if manifest is None:
         return []
     rows = [JobRow(store.name, p.job_id or f"jobs[{p.index}]", "-", "invalid", "", "", "", p.message)

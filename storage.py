@@ -21,14 +21,18 @@ from typing import Any, Literal, Sequence
 
 
 class StorageError(Exception):
-    """Base class of storage failures the protocol reacts to. ``path`` names the file when known."""
+    """Base class of storage failures the protocol reacts to. ``path`` names the file when known.
+
+    Subclasses keep the ``(message, *, path=None)`` constructor; any further fields they set are
+    attributes, which travel with the error when it is sent to a job's process (pickled).
+    """
 
     def __init__(self, message: str = "", *, path: str | None = None):
         super().__init__(message)
         self.path = path
 
-    def __reduce__(self):  # keep ``path`` when sent between processes
-        return (_rebuild_storage_error, (type(self), str(self), self.path))
+    def __reduce__(self):  # keep ``path`` and the other fields when sent between processes
+        return (_rebuild_storage_error, (type(self), str(self), self.path), dict(self.__dict__))
 
 
 def _rebuild_storage_error(cls: type, message: str, path: str | None) -> "StorageError":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import jobs
+from claim_records import ClaimRecords
 from handler_discovery import HandlerNotFound, find_handler
 from job_process import ExecutionSettings, JobExecution, Stop
 from storage import AccessDenied, ProjectSource, ProjectStore
@@ -34,6 +35,7 @@ class WorkerConfig:
     keep_jobs: int = 5                    # job work folders kept on disk
     handler_paths: Sequence[Path] = ()
     checkpoint_dir: Path | None = None    # shared folder (bucket mount) for resumable state
+    legacy_claim_hours: float = jobs.LEGACY_CLAIM_HOURS  # how long a claim of the earlier worker holds
     gpus: Sequence[str] = ()              # one job per listed GPU at a time; () = one job, devices as they are
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
@@ -58,8 +60,11 @@ class Worker:
         self._running: dict[str | None, tuple[threading.Thread, JobExecution | None]] = {}
         self._changed = threading.Condition()   # a slot was freed or filled
         self._finished: dict[tuple[str, str], str] = {}      # (project, job) → state; terminal never changes
-        self._reported: set[tuple[str, str, str]] = set()    # problems logged once per manifest version
-        self._active_claims: set[str] = set()
+        self._reported: dict[tuple[str, str], tuple[str, str]] = {}  # (project, what) → (version, message) logged
+        self._active_claims: set[str] = set()                # claim ids this process is running now
+        # Claims made under this name, to tell a predecessor's (resume at once) from a live namesake's.
+        roots = [Path(config.work_dir), *([Path(config.checkpoint_dir)] if config.checkpoint_dir else [])]
+        self._claims = ClaimRecords(config.worker_id, roots)
         self.jobs_run = 0
 
     @property
@@ -111,6 +116,7 @@ class Worker:
                         self._changed.wait(timeout)
         finally:
             self._wait_for_jobs()
+            self._claims.close()
             self.source.close()
         logger.info("worker %s stopped after %d job(s)", self.config.worker_id, self.jobs_run,
                     extra={**self.log_extra, "event": "worker_stopped"})
@@ -172,8 +178,9 @@ class Worker:
         try:
             manifest = jobs.read_manifest(store)
         except jobs.ManifestError as exc:
-            self._report_once(store, "manifest", str(exc), "manifest_invalid")
+            self._report_once(store, "manifest", str(exc), "manifest_invalid", version=exc.version)
             return False, []
+        self._reported.pop((store.name, "manifest"), None)
         if manifest is None:
             return False, []
         for problem in manifest.problems:
@@ -190,9 +197,13 @@ class Worker:
             except jobs.ResponseError as exc:
                 self._report_once(store, job.job_id, f"job {job.job_id}: {exc}; leaving it alone", "job_skipped")
                 continue
+            mine = self._own_claim(store, job, response, now)
+            if mine is None:  # running in this process
+                open_jobs = True
+                continue
             decision = jobs.decide(job, response, worker_id=self.config.worker_id, now=now,
-                                   lease_seconds=self.config.lease_seconds, max_retries=self.config.max_retries,
-                                   active_claims=frozenset(self._active_claims))
+                                   max_retries=self.config.max_retries, predecessor_claims=mine,
+                                   legacy_claim_hours=self.config.legacy_claim_hours)
             if decision.action is jobs.Action.SKIP:
                 if response is not None and response.state.is_terminal:
                     self._finished[key] = response.state.value
@@ -206,8 +217,31 @@ class Worker:
             candidates.append(Candidate(store, job, decision, file, response))
         return open_jobs, candidates
 
+    def _own_claim(self, store: ProjectStore, job: jobs.JobSpec, response: jobs.JobResponse | None,
+                   now) -> frozenset[str] | None:
+        """For a running claim under this worker's name: None when this process runs it; else the claim
+        ids ``decide`` may resume at once (the claim, when it is provably a predecessor's). A claim under
+        our name that is not provably ours is a namesake's: said loudly, once per claim."""
+        if response is None or response.state is not jobs.JobState.RUNNING or (
+                response.worker_id != self.config.worker_id):
+            return frozenset()
+        if response.claim_id and response.claim_id in self._active_claims:
+            return None
+        verdict = self._claims.verdict(response.claim_id, last_write=response.timestamp, now=now,
+                                       heartbeat_seconds=self.config.heartbeat_seconds)
+        if verdict.own:
+            return frozenset({response.claim_id or ""})
+        if not response.lease_expired(now, self.config.legacy_claim_hours):
+            self._report_once(
+                store, f"namesake-{job.job_id}",
+                f"job {job.job_id} runs under this worker's name ({self.config.worker_id}) but not in this "
+                f"process: {verdict.reason}; leaving it alone until its lease expires. Give every worker "
+                "its own --worker-id", "worker_id_clash", version=response.claim_id or "")
+        return frozenset()
+
     def _handle_problem(self, store: ProjectStore, manifest: jobs.Manifest, problem: jobs.JobProblem) -> None:
-        self._report_once(store, f"problem-{problem.index}-{manifest.version}", problem.message, "manifest_invalid")
+        self._report_once(store, f"problem-{problem.index}", problem.message, "manifest_invalid",
+                          version=manifest.version)
         if problem.job_id is None or (store.name, problem.job_id) in self._finished:
             return
         # A job we can name but not run gets a failed response, so translators see why in the plugin.
@@ -232,11 +266,12 @@ class Worker:
             logger.info("job %s %s: %s", job.job_id, state.value, message, extra=extra)
             self._finished[(store.name, job.job_id)] = state.value
 
-    def _report_once(self, store: ProjectStore, key: str, message: str, event: str) -> None:
-        marker = (store.name, key, message)
-        if marker in self._reported:
+    def _report_once(self, store: ProjectStore, key: str, message: str, event: str, *, version: str = "") -> None:
+        """Log a problem once per project, subject and file version (not on every poll)."""
+        marker = (store.name, key)
+        if self._reported.get(marker) == (version, message):
             return
-        self._reported.add(marker)
+        self._reported[marker] = (version, message)
         logger.warning("%s: %s", store.name, message, extra={"project": store.name, "event": event})
 
     # -- claiming and running ------------------------------------------------------------------------
@@ -254,6 +289,11 @@ class Worker:
         except jobs.ClaimLost as exc:
             logger.info("%s", exc, extra={**extra, "event": "job_skipped"})
             return None
+        self._active_claims.add(lease.response.claim_id or "")
+        self._claims.record(lease.response.claim_id or "", store.name, job.job_id)
+        previous = candidate.previous_response
+        if takeover and previous is not None and previous.worker_id == self.config.worker_id:
+            self._claims.forget(previous.claim_id)  # the predecessor's record: this claim replaces it
         if takeover:
             logger.info("job %s (%s) %s; retry %d", job.job_id, job.describe(), candidate.decision.reason,
                         lease.response.retry_count, extra={**extra, "event": "lease_taken_over"})
@@ -269,6 +309,8 @@ class Worker:
             logger.exception("job %s: unexpected error in the worker", lease.job.job_id,
                              extra={"job_id": lease.job.job_id, "project": lease.store.name})
         finally:
+            self._claims.forget(lease.response.claim_id)
+            self._active_claims.discard(lease.response.claim_id or "")
             with self._changed:
                 self._running.pop(slot, None)
                 self._changed.notify_all()
@@ -296,14 +338,10 @@ class Worker:
         execution = JobExecution(lease, handler, work_dir, settings, shared_resume_dir=shared)
         with self._changed:
             self._running[slot] = (self._running[slot][0], execution)
-        self._active_claims.add(lease.response.claim_id or "")
         if self.stopping:  # a signal arrived between the claim and now
             execution.request_stop(Stop.INTERRUPTED, "interrupted: the worker is shutting down")
         started = time.monotonic()
-        try:
-            outcome = execution.run()
-        finally:
-            self._active_claims.discard(lease.response.claim_id or "")
+        outcome = execution.run()
         if outcome.state is not None:
             self._finished[(lease.store.name, job.job_id)] = outcome.state.value
         logger.debug("job %s took %.1f s", job.job_id, time.monotonic() - started)
@@ -323,3 +361,77 @@ class Worker:
                          key=lambda p: p.stat().st_mtime, reverse=True)
         for old in folders[max(0, self.config.keep_jobs - 1):]:
             shutil.rmtree(old, ignore_errors=True)
+
+    # -- one job, by name (an operator debugging it: worker_entry.py --job) ---------------------------
+    def inspect_job(self, store: ProjectStore, job_id: str) -> "NamedJob":
+        """What this worker would decide about ``job_id`` of ``store`` now, and why. Changes nothing."""
+        where = f"{store.name}:{job_id}"
+        try:
+            manifest = jobs.read_manifest(store)
+        except jobs.ManifestError as exc:
+            return NamedJob(where, None, str(exc))
+        if manifest is None:
+            return NamedJob(where, None, f"the project has no {jobs.MANIFEST_PATH}")
+        job = manifest.find(job_id)
+        if job is None:
+            problem = next((p for p in manifest.problems if p.job_id == job_id), None)
+            return NamedJob(where, None, problem.message if problem else f"no job {job_id} in {jobs.MANIFEST_PATH}")
+        try:
+            response, file = jobs.read_response(store, job_id)
+        except jobs.ResponseError as exc:
+            return NamedJob(where, None, f"job {job_id}: {exc}")
+        now = jobs.utc_now()
+        mine = self._own_claim(store, job, response, now) or frozenset()
+        decision = jobs.decide(job, response, worker_id=self.config.worker_id, now=now,
+                               max_retries=self.config.max_retries, predecessor_claims=mine,
+                               legacy_claim_hours=self.config.legacy_claim_hours)
+        reason = decision.reason or "pending"
+        if decision.action is jobs.Action.SKIP and response is not None and response.lease_expires_at:
+            reason += f", lease until {jobs.format_time(response.lease_expires_at)}"
+        if decision.action is jobs.Action.FAIL_RETRIES:
+            reason += f" (retry limit {self.config.max_retries})"
+        runnable = decision.action in (jobs.Action.CLAIM, jobs.Action.TAKE_OVER, jobs.Action.RESUME_OWN)
+        return NamedJob(where, decision, reason, Candidate(store, job, decision, file, response) if runnable else None)
+
+    def run_named_job(self, store: ProjectStore, job_id: str, *, dry_run: bool = False) -> tuple[bool, str]:
+        """Run only ``job_id`` of ``store`` to its end, if it may run now (pending, or an expired or
+        released lease). Returns (completed, one line saying what happened or why it did not run). With
+        ``dry_run``: (whether it may run now, the decision and why), and nothing changes."""
+        try:
+            named = self.inspect_job(store, job_id)
+            if dry_run:
+                return named.candidate is not None, named.describe()
+            if named.candidate is None:
+                return False, f"{named.where} may not run now: {named.reason}"
+            lease = self._acquire(named.candidate)
+            if lease is None:
+                return False, f"{named.where}: another worker claimed it first"
+            self._start(lease, self._slots[0])
+            self._wait_for_jobs()
+            response, _ = jobs.read_response(store, job_id)
+        finally:
+            self._wait_for_jobs()
+            self._claims.close()
+            self.source.close()
+        if response is None:
+            return False, f"{named.where}: its response.yaml is gone"
+        message = response.error_message or response.termination_reason or response.status_message
+        if response.state is jobs.JobState.COMPLETED:
+            return True, f"{named.where}: completed"
+        if response.state is jobs.JobState.RUNNING:
+            return False, f"{named.where}: stopped before it finished ({message})"
+        return False, f"{named.where}: {response.state.value}: {message}"
+
+
+@dataclass(frozen=True)
+class NamedJob:
+    """A job an operator named (``--job PROJECT:JOB_ID``) and what this worker would decide about it now."""
+
+    where: str                          # PROJECT:JOB_ID
+    decision: jobs.Decision | None      # None: no job this worker can consider; ``reason`` says why
+    reason: str
+    candidate: Candidate | None = None  # set when it may run now
+
+    def describe(self) -> str:
+        action = self.decision.action.value if self.decision else "none"
+        return f"{self.where}: {action} ({self.reason})"

@@ -2,15 +2,21 @@
 
 Lifecycle events carry ``extra={"event": ..., "job_id": ..., "project": ...}``; with ``--log-format json``
 each stderr line is one JSON object with ``ts``, ``level``, ``event``, ``message`` and those fields.
-A redacting filter sits on every handler we install, so a token that slips into a message (an exception
-text from a library, a URL) is replaced before anything is written.
+
+``REDACTOR`` is the program's one redactor: it sits on every log handler we install, the GitLab store
+registers its token (and the token's Basic-auth forms) with it, and every text the worker writes elsewhere
+(response.yaml, commit messages, a job process's stdout/stderr) passes through it — so a token that slips
+into a message (an exception text from a library, a URL) is replaced before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import selectors
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
@@ -35,6 +41,23 @@ class RedactingFilter(logging.Filter):
             text = text.replace(secret, REDACTED)
         return text
 
+    def redact_bytes(self, data: bytes) -> bytes:
+        for secret in self.secrets:
+            data = data.replace(secret.encode("utf-8"), REDACTED.encode())
+        return data
+
+    def partial_tail(self, data: bytes) -> int:
+        """Length of the longest end of ``data`` that could be the start of a secret (hold it back
+        until more output arrives: a secret may be split across two reads)."""
+        longest = 0
+        for secret in self.secrets:
+            needle = secret.encode("utf-8")
+            for size in range(min(len(needle) - 1, len(data)), longest, -1):
+                if data.endswith(needle[:size]):
+                    longest = size
+                    break
+        return longest
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
@@ -51,6 +74,79 @@ class RedactingFilter(logging.Filter):
 
 #: One filter per process, shared by every handler, so a secret registered once is hidden everywhere.
 REDACTOR = RedactingFilter()
+
+
+def redacted_data(value):
+    """``value`` (a result dict, say) with ``REDACTOR`` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, dict):
+        return {redacted_data(key): redacted_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redacted_data(item) for item in value] if isinstance(value, list) else tuple(
+            redacted_data(item) for item in value)
+    return value
+
+
+class OutputRelay:
+    """Copies a job process's stdout and stderr (pipes) to the worker's own, through ``REDACTOR``.
+
+    The job's fd 1 and 2 are the pipes' write ends, so C-level writes (a library, a subprocess it runs)
+    are caught as well as ``print``. The thread ends when every writer has closed its end.
+    """
+
+    MAX_HELD = 64 * 1024  # bytes of an unfinished line kept back
+
+    def __init__(self, routes: dict[int, int]):
+        """``routes``: read end of a pipe → file descriptor to copy it to (e.g. 1 and 2)."""
+        self._routes = dict(routes)
+        self._held = {fd: b"" for fd in self._routes}
+        self._thread = threading.Thread(target=self._run, name="job-output", daemon=True)
+
+    def start(self) -> "OutputRelay":
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        """Wait for the end of the output (a grandchild that keeps a pipe open is not waited for)."""
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for fd in self._routes:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select():
+                    fd = key.fd
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self._forward(fd, data)
+                        continue
+                    self._write(self._routes[fd], self._held.pop(fd))  # the end: a partial secret is none
+                    selector.unregister(fd)
+                    os.close(fd)
+
+    def _forward(self, fd: int, data: bytes) -> None:
+        # Whole lines (or \r-ended progress bars) only, so they do not interleave with the worker's own;
+        # a line that never ends is cut, keeping back an end that could start a secret.
+        clean = REDACTOR.redact_bytes(self._held[fd] + data)
+        cut = max(clean.rfind(b"\n"), clean.rfind(b"\r")) + 1
+        if len(clean) - cut > self.MAX_HELD:
+            cut = len(clean) - REDACTOR.partial_tail(clean)
+        self._held[fd] = clean[cut:]
+        self._write(self._routes[fd], clean[:cut])
+
+    @staticmethod
+    def _write(target: int, data: bytes) -> None:
+        while data:
+            try:
+                written = os.write(target, data)
+            except OSError:  # the worker's own output is gone (closed terminal): drop the job's
+                return
+            data = data[written:]
 
 
 class JsonFormatter(logging.Formatter):

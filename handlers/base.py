@@ -2,11 +2,16 @@
 
 A handler runs in the job's child process. ``JobCallbacks`` is its only line to the worker:
 
-* ``heartbeat(epochs_completed=None, message=None)`` reports progress and is where a stop request
-  (cancel, lost lease, timeout, shutdown) surfaces, as ``JobInterrupted``;
+* ``heartbeat(epochs_completed=None, message=None, files=None)`` reports progress (``files``: small job
+  files, e.g. the metrics CSV, committed with it) and is where a stop request (cancel, lost lease,
+  timeout, shutdown) surfaces, as ``JobInterrupted``;
 * ``scanner`` reads the project directly, while every write goes through the worker, which commits it
   together with a claim check (a worker that lost the job can never overwrite the new owner's results);
 * ``get_work_dir()``, ``get_job_config(key, default)``, ``mark_complete(result)``, ``mark_failed(message)``.
+
+Messages to and from the worker are the typed ones of ``job_messages`` (``JobInterrupted`` lives there too
+and is re-exported here). Handlers written for the earlier worker run unchanged: ``heartbeat(stage=...)``,
+``get_work_dir() / "x"``, ``scanner.server_url`` — but ``scanner.access_token`` is refused.
 """
 
 from __future__ import annotations
@@ -14,24 +19,12 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
-from storage import FileAction, FileVersion, ProjectStore, StorageError
+from job_messages import CommitDone, CommitRequest, JobInterrupted, Progress, StopKind, StopRequest
+from storage import FileAction, FileVersion, ProjectStore, confine_path
 
 logger = logging.getLogger(__name__)
-
-
-class JobInterrupted(BaseException):
-    """The worker asked this job to stop: canceled, lease lost, timed out or shutting down.
-
-    It derives from BaseException on purpose: a handler's ``except Exception`` (around a training step,
-    say) must not swallow it. Handlers that want to save state catch it, save, and re-raise.
-    """
-
-    def __init__(self, kind: str, reason: str):
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
 
 
 class Channel(Protocol):
@@ -61,6 +54,18 @@ class JobStorage:
     @property
     def max_commit_bytes(self) -> int:
         return self._store.max_commit_bytes
+
+    @property
+    def server_url(self) -> str | None:
+        """The GitLab server's address (None for a local project), as the earlier worker's scanner had."""
+        return self._store.spec().options.get("url")
+
+    @property
+    def access_token(self) -> str:
+        # The earlier worker handed its token to handlers; this one never does (it would end up in
+        # their logs and errors). Reads go through the methods below.
+        raise AttributeError("handlers get no GitLab token here: read project files through "
+                             "callbacks.scanner (read, list_files, download, download_many)")
 
     def read(self, path: str) -> FileVersion | None:
         return self._store.read(path)
@@ -113,6 +118,22 @@ def split_by_size(actions: Sequence[FileAction], max_bytes: int) -> list[list[Fi
     return batches
 
 
+MAX_PUBLISHED_BYTES = 8 * 1024 * 1024  # files sent with a heartbeat ride in a lease commit: keep them small
+WORKER_FILES = ("response.yaml", "logs.txt")
+
+
+def _published_bytes(job_id: str, path: str, local: str | Path) -> bytes:
+    """The bytes of a file handed to ``heartbeat(files=...)``; only the job's own folder may be written."""
+    folder = f"gpu_jobs/job_{job_id}/"
+    safe = confine_path(path, what="heartbeat file")
+    if not safe.startswith(folder) or safe[len(folder):] in WORKER_FILES:
+        raise ValueError(f"heartbeat files go inside {folder} (not response.yaml or logs.txt), not {path}")
+    size = Path(local).stat().st_size
+    if size > MAX_PUBLISHED_BYTES:
+        raise ValueError(f"{local} ({size} bytes) is too large to send with a heartbeat; commit it instead")
+    return Path(local).read_bytes()
+
+
 class JobCallbacks:
     """The handler's side of the job: progress, stop requests, storage, configuration, outcome."""
 
@@ -134,48 +155,92 @@ class JobCallbacks:
         self.scanner = JobStorage(store, self)
 
     # -- progress and stop requests ------------------------------------------------------------------
-    def heartbeat(self, epochs_completed: int | None = None, message: str | None = None) -> None:
-        """Report progress; raises ``JobInterrupted`` when the worker wants the job to stop."""
+    def heartbeat(self, epochs_completed: int | None = None, message: str | None = None,
+                  files: Mapping[str, str | Path] | None = None, *, stage: str | None = None) -> None:
+        """Report progress; raises ``JobInterrupted`` when the worker wants the job to stop.
+
+        ``stage`` ("download", "training", "upload") is the earlier worker's step tag, accepted so its
+        handlers run unchanged; the worker logs each new stage.
+
+        ``files`` (``{path in the job folder: local file}``) are small files that belong to this progress,
+        such as the metrics CSV whose rows ``epochs_completed`` counts: the worker commits them together
+        with the ``response.yaml`` that reports it, and again in the job's final write. Their bytes are
+        read now, so the file may change afterwards. The progress is reported even when the job is being
+        stopped: the epoch that just finished still counts.
+        """
+        published = {path: _published_bytes(self._job_context["job_id"], path, local)
+                     for path, local in (files or {}).items()}
         self._drain()
+        self._channel.send(Progress(epochs_completed, message, stage, published))
         self._raise_if_stopped()
-        self._channel.send(("progress", {"epochs_completed": epochs_completed, "message": message}))
 
     def should_stop(self) -> bool:
         """True once a stop was requested (for loops that prefer to wind down on their own)."""
         self._drain()
         return self._stop is not None
 
+    def check_heartbeat_needed(self) -> None:
+        """The earlier worker's periodic check: here a heartbeat without news (cheap; the worker decides
+        when to write)."""
+        self.heartbeat()
+
     def _raise_if_stopped(self) -> None:
         if self._stop is not None:
             raise self._stop
 
-    def _drain(self, wait_for: int | None = None) -> Any:
+    def _drain(self, wait_for: int | None = None) -> BaseException | None:
         """Read the worker's messages; with ``wait_for``, block until that commit's answer arrives."""
         while wait_for is not None or self._channel.poll(0):
             message = self._channel.recv()
-            if message[0] == "stop":
-                self._stop = JobInterrupted(message[1], message[2])
-            elif message[0] == "commit_done" and message[1] == wait_for:
-                return message[2]
+            if isinstance(message, StopRequest):
+                self._stop = JobInterrupted(message.kind, message.reason)
+            elif isinstance(message, CommitDone) and message.request_id == wait_for:
+                return message.error
+        return None
 
     # -- writes through the worker -------------------------------------------------------------------
     def _commit(self, actions: list[FileAction], message: str) -> None:
+        """Raises what the worker's commit raised, with its type: a storage error, or ``JobInterrupted``
+        when the lease was lost (this job must stop and write nothing more)."""
         self._raise_if_stopped()
         request = next(self._request_ids)
-        self._channel.send(("commit", request, actions, message))
+        self._channel.send(CommitRequest(request, list(actions), message))
         error = self._drain(wait_for=request)
-        if error is None:
-            return
-        if isinstance(error, StorageError):
-            raise error
         if isinstance(error, JobInterrupted):
             self._stop = error
+        if error is not None:
             raise error
-        raise RuntimeError(str(error))
 
     # -- context -------------------------------------------------------------------------------------
-    def get_work_dir(self) -> str:
-        return str(self._work_dir)
+    def get_work_dir(self) -> Path:
+        """This job's scratch folder (a ``Path``; ``str()`` it for APIs that want text)."""
+        return self._work_dir
+
+    # The earlier worker's JobCallbacks attributes, which its handlers read.
+    @property
+    def work_dir(self) -> Path:
+        return self._work_dir
+
+    @property
+    def job_context(self) -> dict[str, Any]:
+        return self._job_context
+
+    @property
+    def job_id(self) -> str:
+        return str(self._job_context["job_id"])
+
+    @property
+    def project_id(self) -> Any:
+        return self._job_context.get("project_id")
+
+    @property
+    def worker_id(self) -> str | None:
+        return (self._job_context.get("response") or {}).get("worker_id")
+
+    @property
+    def log_path(self) -> Path:
+        """The job's ``logs.txt`` (what the plugin's "View Logs" shows); lines appended here are uploaded."""
+        return self._work_dir / "logs.txt"
 
     def get_job_config(self, key: str, default: Any = None) -> Any:
         """A manifest value by dotted key (``"inference.diffusion_steps"``), or ``default``."""
@@ -229,12 +294,16 @@ class JobCallbacks:
 
         A shared ``--checkpoint-dir`` needs nothing. Otherwise the folder is committed to the job folder —
         at most every ``resume_upload_seconds`` (each upload adds LFS objects to the translators'
-        repository), and always when ``force`` is set, e.g. when the job is being stopped.
+        repository), and always when ``force`` is set, e.g. when the job is being released — but never
+        once it is canceled or timed out, as its final write removes the state anyway.
         """
         import time
 
         if self._shared_resume_dir is not None or self._resume_dir is None:
             return False
+        self._drain()
+        if self._stop is not None and self._stop.kind in (StopKind.CANCELED, StopKind.TIMED_OUT):
+            return False  # the job ends for good: nobody resumes it, and the repository would keep the bytes
         now = time.monotonic()
         if not force and self._resume_uploaded_at is not None and (
                 now - self._resume_uploaded_at < self._resume_upload_seconds):

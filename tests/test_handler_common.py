@@ -22,6 +22,7 @@ import pytest
 import soundfile
 
 import handlers.common.write_back as write_back
+import job_messages
 from conftest import fast_config, make_job, run_worker, run_worker_in_thread
 from demo_env import BOOKS, DEMO, FILES, POINTERS, DemoProject, current_take, reference
 from handlers.base import JobCallbacks
@@ -266,20 +267,20 @@ class InlineChannel:
         self.commits: list[list] = []
 
     def send(self, obj) -> None:
-        if obj[0] == "progress":
-            self.messages.append(obj[1]["message"])
-        elif obj[0] == "commit":
-            _, request, actions, message = obj
+        if isinstance(obj, job_messages.Progress):
+            self.messages.append(obj.message)
+        elif isinstance(obj, job_messages.CommitRequest):
+            actions = obj.actions
             self.attempts.append(actions)
             error = None
             try:
                 if self.before_commit:
                     self.before_commit(len(self.attempts), actions)
-                self.store.commit(actions, message)
+                self.store.commit(actions, obj.message)
                 self.commits.append(actions)
             except StorageError as exc:
                 error = exc
-            self.inbox.append(("commit_done", request, error))
+            self.inbox.append(job_messages.CommitDone(obj.request_id, error))
 
     def poll(self, timeout=0.0) -> bool:
         return bool(self.inbox)

@@ -158,3 +158,59 @@ def test_one_job_per_gpu_runs_them_side_by_side(tmp_path, record_dir):
     assert overlapped  # two GPUs, two jobs at a time
     for i in range(4):
         assert env.response(f"g{i}")["state"] == "completed"
+
+
+# -- one worker name, one worker -------------------------------------------------------------------------
+def _killed_mid_job(env, tmp_path, worker_id, *extra):
+    """A worker that claimed the job and died by kill -9 while its lease (120 s) is still live."""
+    victim = start_worker(env.root, tmp_path, worker_id, "--loop-interval", "-1", "--lease-seconds", "120",
+                          *extra)
+    env.wait_for(lambda: (env.response("again") or {}).get("epochs_completed", 0) >= 1, 60)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    return datetime.fromisoformat(env.response("again")["lease_expires_at"].replace("Z", "+00:00"))
+
+
+def test_a_restart_on_a_fresh_disk_with_the_same_bucket_resumes_its_own_claim_at_once(tmp_path, record_dir):
+    """As SkyPilot recovers a preempted spot job: same worker id, new machine disk, same --checkpoint-dir."""
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("again", probe={"behaviour": "succeed", "seconds": 3})])
+    bucket = tmp_path / "bucket"
+    lease_end = _killed_mid_job(env, tmp_path, "spot-x", "--checkpoint-dir", str(bucket))
+    second = start_worker(env.root, tmp_path / "new-disk", "spot-x", "--loop-interval", "-1",
+                          "--lease-seconds", "120", "--checkpoint-dir", str(bucket))
+    assert second.wait(timeout=90) == 0
+    done = env.response("again")
+    assert done["state"] == "completed" and done["worker_id"] == "spot-x"
+    assert done["retry_count"] == 0  # its own claim, resumed: not a takeover of a dead worker's
+    assert datetime.fromisoformat(done["timestamp"].replace("Z", "+00:00")) < lease_end  # did not wait it out
+    assert [event for _, event in executions(record_dir)].count("start") == 2
+    assert not list((bucket / ".worker-claims").glob("*.json"))  # nothing left to resume
+
+
+def test_a_restart_with_the_same_work_dir_resumes_its_own_claim_at_once(tmp_path, record_dir):
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("again", probe={"behaviour": "succeed", "seconds": 3})])
+    lease_end = _killed_mid_job(env, tmp_path, "box-1")
+    second = start_worker(env.root, tmp_path, "box-1", "--loop-interval", "-1", "--lease-seconds", "120")
+    assert second.wait(timeout=90) == 0
+    done = env.response("again")
+    assert done["state"] == "completed" and done["retry_count"] == 0
+    assert datetime.fromisoformat(done["timestamp"].replace("Z", "+00:00")) < lease_end
+
+
+def test_two_live_worker_processes_with_one_name_run_the_job_once(tmp_path, record_dir):
+    """Two processes started with the same --worker-id (and so the same work dir): before, they took the
+    job from each other without end (31 starts in 30 s)."""
+    env = LocalEnv(tmp_path / "project")
+    env.write_manifest([make_job("twin", probe={"behaviour": "succeed", "seconds": 4})])
+    pair = [start_worker(env.root, tmp_path, "same-name", "--loop-interval", "0.2") for _ in range(2)]
+    try:
+        env.wait_for(lambda: (env.response("twin") or {}).get("state") == "completed", 90)
+    finally:
+        for process in pair:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in pair:
+            assert process.wait(timeout=30) == 0
+    assert [event for _, event in executions(record_dir)] == ["start", "done"]
+    assert env.response("twin")["retry_count"] == 0

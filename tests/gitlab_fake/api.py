@@ -63,7 +63,7 @@ def _time(value: str) -> datetime:
 
 # -- projects ------------------------------------------------------------------------------------------
 def list_projects(app: "GitLabApp", req: Request) -> Response:
-    projects = app.registry.all()
+    projects = [p for p in app.registry.all() if p.visible]  # private projects: only the user's own
     for key, keep in (("last_activity_after", lambda p, t: p.last_activity_at > t),
                       ("last_activity_before", lambda p, t: p.last_activity_at < t)):
         if req.query.get(key):
@@ -89,6 +89,42 @@ def list_projects(app: "GitLabApp", req: Request) -> Response:
 
 def get_project(app: "GitLabApp", req: Request, project: "Project") -> Response:
     return json_response(200, project_json(project, app.url, simple=False))
+
+
+# -- the token and its user ----------------------------------------------------------------------------
+def current_user(app: "GitLabApp", req: Request) -> Response:
+    """``GET /user``: the token's user (API::Entities::UserPublic, the fields a client looks at)."""
+    owner = app.owner
+    return json_response(200, {
+        "id": owner.id, "username": owner.username, "name": owner.name, "state": "active", "locked": False,
+        "avatar_url": None, "web_url": f"{app.url}/{owner.username}", "created_at": "2024-01-02T03:04:05.000Z",
+        "bio": "", "public_email": None, "bot": False, "email": f"{owner.username}@example.org",
+        "can_create_group": True, "can_create_project": True, "two_factor_enabled": False, "external": False,
+    })
+
+
+def token_self(app: "GitLabApp", req: Request) -> Response:
+    """``GET /personal_access_tokens/self`` (GitLab 15.5+), answered for any scope: a token may always
+    look at itself. Older GitLab has no such route: the generic 404 of an unknown path."""
+    owner = app.owner
+    if not owner.self_endpoint:
+        return error(404, NOT_FOUND, key="error")
+    return json_response(200, {
+        "id": 7, "name": "codex worker", "revoked": False, "created_at": "2024-01-02T03:04:05.000Z",
+        "description": None, "scopes": list(owner.scopes), "user_id": owner.id, "last_used_at": None,
+        "active": True, "expires_at": owner.expires_at.isoformat() if owner.expires_at else None,
+    })
+
+
+def delete_member(app: "GitLabApp", req: Request, project: "Project") -> Response:
+    """``DELETE /projects/:id/members/:user_id``: 204; 404 for a user who is no direct member (e.g. one
+    through the project's group); 403 where GitLab does not allow it (the owner of the personal namespace)."""
+    if req.params["user_id"] != str(app.owner.id) or project.membership == "inherited":
+        return error(404, "404 Not found")
+    if project.membership == "owner":
+        return error(403, "403 Forbidden")
+    project.membership = "none"
+    return Response(204)
 
 
 # -- repository reads ----------------------------------------------------------------------------------

@@ -29,21 +29,44 @@ _CHUNK = 256 * 1024
 
 class Route:
     def __init__(self, method: str, pattern: str, template: str, endpoint: Callable, *, lfs: bool = False,
-                 streamed_upload: bool = False):
+                 streamed_upload: bool = False, project: bool = True, scopes: frozenset[str] | None = None):
         self.method = method
         self.regex = re.compile(f"^{pattern}$")
         self.template = template  # what /__stats counts under, e.g. "GET /projects/:id/repository/tree"
         self.endpoint = endpoint
         self.lfs = lfs  # git-over-HTTP auth rules (Basic) and project lookup by repository path
         self.streamed_upload = streamed_upload
+        self.project = project  # the endpoint takes the project the path names
+        self.scopes = scopes if scopes is not None else _default_scopes(method, lfs)  # any one of them will do
 
     @property
     def key(self) -> str:
         return f"{self.method} {self.template}"
 
 
+# Token scopes as GitLab checks them: the REST API writes only with ``api`` (``write_repository`` is for
+# git over HTTP, "not using the API"), reads with ``api`` or ``read_api``; git (LFS) with the repository scopes.
+_READ_API = frozenset({"api", "read_api"})
+_GIT_READ = frozenset({"api", "read_repository", "write_repository"})
+_GIT_WRITE = frozenset({"api", "write_repository"})
+ANY_SCOPE = frozenset({"*"})
+INSUFFICIENT_SCOPE = "The request requires higher privileges than provided by the access token."
+
+
+def _default_scopes(method: str, lfs: bool) -> frozenset[str]:
+    if lfs:
+        return _GIT_WRITE if method == "PUT" else _GIT_READ
+    return _READ_API if method in ("GET", "HEAD") else frozenset({"api"})
+
+
 ROUTES = [
-    Route("GET", r"/api/v4/projects", "/projects", api.list_projects),
+    Route("GET", r"/api/v4/projects", "/projects", api.list_projects, project=False),
+    Route("GET", r"/api/v4/user", "/user", api.current_user, project=False,
+          scopes=frozenset({"api", "read_api", "read_user"})),
+    Route("GET", r"/api/v4/personal_access_tokens/self", "/personal_access_tokens/self", api.token_self,
+          project=False, scopes=ANY_SCOPE),
+    Route("DELETE", _PROJECT + r"/members/(?P<user_id>[^/]+)", "/projects/:id/members/:user_id",
+          api.delete_member),
     Route("GET", _PROJECT, "/projects/:id", api.get_project),
     Route("GET", _PROJECT + r"/repository/tree", "/projects/:id/repository/tree", api.tree),
     Route("GET", _PROJECT + r"/repository/files/(?P<file_path>[^/]+)", "/projects/:id/repository/files/:path",
@@ -205,17 +228,30 @@ class GitLabHandler(BaseHTTPRequestHandler):
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()  # it wins over Content-Length
         reader = (_ChunkedReader(self.rfile) if chunked else _LimitedReader(self.rfile, length)) \
             if route.streamed_upload else None
+        if route.scopes != ANY_SCOPE and not route.scopes & set(self.app.owner.scopes):
+            return self._insufficient_scope(route)
         request = api.Request(
             method=method, params=params, query=dict(parse_qsl(split.query, keep_blank_values=True)), body=body,
             reader=reader, length=None if chunked else length,
             authorization=self.headers.get("Authorization", ""), url=f"{self.app.url}{split.path}",
         )
-        if route.endpoint is api.list_projects:
+        if not route.project:
             return route.endpoint(self.app, request)
         project = self.app.registry.find(params.get("project") or params.get("repo", ""))
-        if project is None:
+        if project is None or not project.visible:  # a private project of others does not exist for this user
             return error(404, "404 Project Not Found")
         return route.endpoint(self.app, request, project)
+
+    @staticmethod
+    def _insufficient_scope(route: Route) -> Response:
+        """GitLab's 403 for a token without the scope an endpoint needs (Gitlab::Auth::InsufficientScopeError)."""
+        needed = " ".join(sorted(route.scopes))
+        if route.lfs:
+            return json_response(403, {"message": "Access forbidden. Check your access level."})
+        return json_response(403, {"error": "insufficient_scope", "error_description": INSUFFICIENT_SCOPE,
+                                   "scope": needed},
+                             {"WWW-Authenticate": f'Bearer realm="Protected by OAuth 2.0", error="insufficient_scope", '
+                                                  f'error_description="{INSUFFICIENT_SCOPE}", scope="{needed}"'})
 
     def _authenticated(self, lfs: bool) -> bool:
         token = self.app.token.encode()

@@ -17,6 +17,8 @@ IMPORT_AUTHOR = "Codex Editor <translator@example.org>"
 # Codex keeps the real bytes of ``pointers/...`` in this git-ignored twin folder.
 CODEX_POINTERS = ".project/attachments/pointers/"
 CODEX_FILES = ".project/attachments/files/"
+MEMBERSHIPS = ("direct", "inherited", "owner", "none")
+MEMBERSHIP_NONE = "none"
 
 
 def utc_now() -> datetime:
@@ -38,6 +40,14 @@ class Project:
     last_activity_at: datetime = field(default_factory=utc_now)
     lfs_oids: set[str] = field(default_factory=set)  # objects linked to this project
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # How the token's user belongs to this private project: a direct member (may leave it), a member through
+    # its group (cannot leave here), the owner of its personal namespace (may not leave), or none (left it:
+    # GitLab no longer lists or serves the project to that user).
+    membership: str = "direct"
+
+    @property
+    def visible(self) -> bool:
+        return self.membership != MEMBERSHIP_NONE
 
     @property
     def name(self) -> str:

@@ -12,19 +12,33 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .commits import MSG_MOVED, CommitEngine
 from .faults import FaultPlan, Stats
 from .git import FILE_MODE, Entry
 from .handler import GitLabHandler
 from .lfs import LfsRules, parse_pointer
-from .projects import Project, Registry
+from .projects import MEMBERSHIPS, Project, Registry
 
 TRANSLATOR = "Translator <translator@example.org>"
+
+
+@dataclass
+class TokenOwner:
+    """The one user behind the server's token, and what GitLab says about the token itself."""
+
+    id: int = 42
+    username: str = "codex-worker"
+    name: str = "Codex GPU Worker"
+    scopes: tuple[str, ...] = ("api",)
+    expires_at: date | None = None
+    # GitLab before 15.5 (and tokens that are not access tokens) have no GET /personal_access_tokens/self.
+    self_endpoint: bool = True
 
 
 class GitLabApp:
@@ -35,6 +49,7 @@ class GitLabApp:
         if not token:
             raise ValueError("the test server needs a token")
         self.token = token
+        self.owner = TokenOwner()
         self.registry = Registry(root, activity_throttle=activity_throttle)
         self.engine = CommitEngine(self.registry)
         self.faults = FaultPlan(faults, seed)
@@ -175,6 +190,25 @@ class GitLabTestServer:
     def set_last_activity(self, project: str | int | Project, moment: datetime) -> None:
         """Pretend the project was last active at ``moment`` (e.g. hours ago: an idle project)."""
         self.project(project).last_activity_at = moment
+
+    def set_membership(self, project: str | int | Project, membership: str) -> None:
+        """How the token's user belongs to the project: ``direct``, ``inherited`` (through its group),
+        ``owner`` (of its personal namespace) or ``none``."""
+        if membership not in MEMBERSHIPS:
+            raise ValueError(f"membership must be one of {', '.join(MEMBERSHIPS)}")
+        self.project(project).membership = membership
+
+    def set_token(self, *, scopes: Sequence[str] | None = None, expires_at: date | None = None,
+                  self_endpoint: bool | None = None) -> None:
+        """What GitLab says about the token: its scopes (enforced as GitLab does), expiry, and whether
+        ``GET /personal_access_tokens/self`` exists at all."""
+        owner = self.app.owner
+        if scopes is not None:
+            owner.scopes = tuple(scopes)
+        if expires_at is not None:
+            owner.expires_at = expires_at
+        if self_endpoint is not None:
+            owner.self_endpoint = self_endpoint
 
     # -- faults and counters -------------------------------------------------------------------------
     @property

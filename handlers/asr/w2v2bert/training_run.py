@@ -5,9 +5,10 @@ Data: the verse cells with text and a usable take (the job's ``training`` filter
 16 kHz mono WAV by ``handlers.common``. The library normalises the text (``text_normalization``, NFC, any
 script), builds or continues the vocabulary and does the fine-tuning (``train_w2v2bert_asr.train_asr``).
 
-Progress and stops: after each epoch a heartbeat ("epoch 3/10 · val CER 0.41 · ETA 2 min"), and once the
-Trainer has saved that epoch an offer of the resumable state to ``save_resume_state`` (the worker throttles
-the uploads; the metrics file follows each upload, so the plugin's chart moves at the same pace). The
+Progress and stops: after each epoch a heartbeat ("epoch 3/10 · val CER 0.41 · ETA 2 min") carrying the
+metrics file (committed with the response.yaml that counts the epoch, so the plugin's chart keeps up), and
+once the Trainer has saved that epoch an offer of the resumable state to ``save_resume_state`` (the worker
+throttles the uploads). The
 library asks ``should_stop`` after every step: when the worker stops the job, training stops there (keeping
 the last finished epoch's checkpoint, or saving the epoch that just ended -- see ``EpochReporter``), the
 state is uploaded at once (``force``) and the stop goes on.
@@ -220,7 +221,8 @@ class EpochReporter:
         if self.stop is not None:
             return
         try:
-            self.callbacks.heartbeat(epochs_completed=epoch, message=self.status(epoch, row))
+            self.callbacks.heartbeat(epochs_completed=epoch, message=self.status(epoch, row),
+                                     files={self.metrics_path: self.metrics_local})
         except JobInterrupted as stop:
             self.stop = stop    # not raised through the Trainer: this epoch's checkpoint comes after the hook
         self._state_to_offer = True
@@ -240,10 +242,7 @@ class EpochReporter:
         return False
 
     def _offer_state(self) -> None:
-        # The worker decides whether an upload is due; the plugin's chart follows each upload.
-        if self.callbacks.save_resume_state():
-            upload_job_files(self.callbacks, {self.metrics_path: self.metrics_local},
-                             f"ASR {MODEL_NAME}: training metrics")
+        self.callbacks.save_resume_state()     # the worker decides whether an upload is due
 
     def raise_stop(self) -> None:
         """Raise the stop that ended training."""

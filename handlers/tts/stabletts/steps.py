@@ -187,7 +187,8 @@ class TrainedVoice:
 
 
 class _Heartbeat:
-    """Heartbeats at most every few seconds (always at an epoch's end), metrics rows, resumable state."""
+    """Heartbeats at most every few seconds (always at an epoch's end, carrying the metrics CSV so the
+    plugin's chart counts the same epochs as ``epochs_completed``), metrics rows, resumable state."""
 
     def __init__(self, callbacks, metrics: MetricsLog, metrics_path: str):
         self.callbacks = callbacks
@@ -202,10 +203,10 @@ class _Heartbeat:
 
     def epoch_end(self, report) -> None:
         write_metrics(self.metrics, report.history)
-        self.callbacks.heartbeat(epochs_completed=report.epoch, message=report.status())
+        self.callbacks.heartbeat(epochs_completed=report.epoch, message=report.status(),
+                                 files={self.metrics_path: self.metrics.path})
         self.last = time.monotonic()
-        if self.callbacks.save_resume_state():  # throttled by the worker; the chart follows the state
-            upload_job_files(self.callbacks, {self.metrics_path: self.metrics.path}, "StableTTS: training metrics")
+        self.callbacks.save_resume_state()  # throttled by the worker
 
 
 def write_metrics(metrics: MetricsLog, history: Sequence[dict]) -> None:
@@ -306,8 +307,7 @@ def voice_reference(callbacks, notebooks, sidecar: dict | None, work: Path,
     used: the job asked for that voice, and another one would be a silent substitution."""
     chosen = callbacks.get_job_config("voice_reference")
     if chosen:
-        local = fetch_project_file(callbacks, str(chosen), work / "voice" / Path(str(chosen)).name,
-                                   field="voice_reference")
+        local = _fetch_voice_reference(callbacks, str(chosen), work / "voice" / Path(str(chosen)).name)
         return Reference(load_reference(local), f"voice_reference {chosen}")
     default = ((sidecar or {}).get("extra") or {}).get("default_voice") or {}
     source = default.get("source")
@@ -321,6 +321,38 @@ def voice_reference(callbacks, notebooks, sidecar: dict | None, work: Path,
         except (OSError, ValueError, AudioError) as exc:  # gone from the project, or not decodable any more
             logger.warning("The checkpoint's default voice %s cannot be used (%s); choosing another", source, exc)
     return _median_project_take(callbacks, notebooks, work)
+
+
+def _fetch_voice_reference(callbacks, chosen: str, dest: Path) -> Path:
+    """The take ``voice_reference`` names, in whichever layout the project keeps it now. On an old-layout
+    project the plugin names ``.project/attachments/<BOOK>/<take>`` (the worker has already made its
+    absolute path project-relative); the editor may since have moved the take to ``files/`` + ``pointers/``,
+    and the other way round. ``fetch_project_file`` itself tries the files/ and pointers/ twins."""
+    try:
+        return fetch_project_file(callbacks, chosen, dest, field="voice_reference")
+    except ProjectFileMissing as missing:
+        alternatives = _other_attachment_layouts(chosen)
+        for alternative in alternatives:
+            try:
+                return fetch_project_file(callbacks, alternative, dest, field="voice_reference")
+            except ProjectFileMissing:
+                continue
+        if not alternatives:
+            raise
+        raise ProjectFileMissing(f"{missing}; nor is it at {' or '.join(alternatives)}") from None
+
+
+def _other_attachment_layouts(path: str) -> list[str]:
+    """``.project/attachments/JHN/a.webm`` <-> ``.project/attachments/pointers/JHN/a.webm``."""
+    prefix = codex.ATTACHMENTS_DIR + "/"
+    if not path.startswith(prefix):
+        return []
+    first, _, rest = path[len(prefix):].partition("/")
+    if not rest:
+        return []
+    if prefix + first in (codex.FILES_DIR, codex.POINTERS_DIR):
+        return [prefix + rest] if "/" in rest else []  # current layout -> old: <BOOK>/<take>
+    return [f"{codex.POINTERS_DIR}/{first}/{rest}"]
 
 
 def _median_project_take(callbacks, notebooks, work: Path) -> Reference:
