@@ -1,6 +1,6 @@
 """Codex Editor projects: notebooks, cells, audio takes, and write-back that never loses a translator's edit.
 
-The facts this package follows are in ``shared/docs/codex_project.md``. In short:
+The facts this package follows are in ``docs/codex_format.md``. In short:
 
 * ``.codex`` (target) and ``.source`` notebooks are JSON ``{"cells": [...], "metadata": {...}}`` written by the
   editor as ``JSON.stringify(data, null, 2)``. We parse strictly (duplicate keys, NaN: refused) and write back

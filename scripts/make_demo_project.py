@@ -4,7 +4,7 @@
     python scripts/make_demo_project.py [--out examples/demo_project] [--force]
 
 The output is laid out exactly as the Codex Editor writes a project (see
-shared/docs/codex_project.md): ``metadata.json``, ``.gitattributes``,
+docs/codex_format.md): ``metadata.json``, ``.gitattributes``,
 ``.gitignore``, ``files/target/{JHN,GEN}.codex``, ``.project/sourceTexts/*.source``,
 ``.project/comments.json``, audio takes under ``.project/attachments/files/<BOOK>/``
 with Git LFS pointer text under ``.project/attachments/pointers/<BOOK>/``, and a
@@ -392,7 +392,7 @@ def plan_takes(cell: VerseCell, spoken: str, rng: random.Random) -> None:
                    deleted_ms, is_deleted=True)
         new = Take(audio_id_for(cell.cell_id, new_ms, rng), spoken, ESPEAK_RATE, new_ms, new_ms)
         cell.takes = [old, new]
-        # deleting a take clears the selection with a fresh timestamp (codex_project.md)
+        # deleting a take clears the selection with a fresh timestamp (docs/codex_format.md)
         cell.selected_audio_id, cell.selection_ms = "", deleted_ms
         return
     new_ms = t0 + 2 * HOUR_MS
@@ -494,7 +494,7 @@ def lfs_pointer(info: AudioInfo) -> str:
 
 # --- JSON documents --------------------------------------------------------------------------
 def attachment_json(book: BookSpec, take: Take, info: AudioInfo) -> dict:
-    """The cell attachment entry exactly as codex_project.md describes it."""
+    """The cell attachment entry exactly as docs/codex_format.md describes it."""
     return {
         "url": f".project/attachments/files/{book.code}/{take.audio_id}.webm",
         "type": "audio",
