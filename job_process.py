@@ -38,7 +38,6 @@ from worker_logging import REDACTOR, JobLogFile, OutputRelay, configure_logging,
 logger = logging.getLogger(__name__)
 
 LOG_PATH = "logs.txt"
-RESUME_DIR = "resume"
 FINAL_WRITE_RETRIES = 6   # transient failures of the final write (server trouble), with capped back-off
 
 
@@ -452,9 +451,9 @@ class JobExecution:
             for path, content in progress["files"].items():
                 put(path, content)
         if level.cleanup:
-            for path in self.lease.store.list_files(f"{jobs.job_dir(self.job_id)}/{RESUME_DIR}"):
-                actions.append(FileAction.delete(path))
-                digests[path] = None
+            for action in jobs.resume_cleanup(self.lease.store, self.job_id):
+                actions.append(action)
+                digests[action.path] = None
         return _Extras(actions, digests, progress["epochs_completed"] if level.files else None)
 
     def _note_written(self, extras: "_Extras") -> None:
@@ -534,8 +533,8 @@ class JobExecution:
                 time.sleep(delay)
         self._note_written(extras)
         if finished and not level.cleanup:
-            logger.warning("the job's resumable state stays in %s/%s: removing it was refused",
-                           jobs.job_dir(self.job_id), RESUME_DIR, extra=self.log_extra)
+            logger.warning("the job's resumable state stays in %s: removing it was refused",
+                           jobs.resume_dir(self.job_id), extra=self.log_extra)
         if finished and self.shared_resume_dir is not None:
             shutil.rmtree(self.shared_resume_dir, ignore_errors=True)
 

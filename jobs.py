@@ -125,6 +125,16 @@ def job_dir(job_id: str) -> str:
     return f"gpu_jobs/job_{job_id}"
 
 
+def resume_dir(job_id: str) -> str:
+    """Where resumable training state is kept in the project when no ``--checkpoint-dir`` is shared."""
+    return f"{job_dir(job_id)}/resume"
+
+
+def resume_cleanup(store: ProjectStore, job_id: str) -> list[FileAction]:
+    """Deletes of the job's resumable state: a job that ended for good leaves none behind."""
+    return [FileAction.delete(path) for path in store.list_files(resume_dir(job_id))]
+
+
 def response_path(job_id: str) -> str:
     return f"{job_dir(job_id)}/response.yaml"
 
@@ -571,7 +581,8 @@ def write_unclaimed_outcome(
     previous: FileVersion | None, previous_response: JobResponse | None = None,
 ) -> bool:
     """Finish a job nobody is running (timed out, canceled, gave up, invalid), with a line in its
-    ``logs.txt`` saying why, so "View Logs" explains it too. False if someone beat us."""
+    ``logs.txt`` saying why, so "View Logs" explains it too, and without the resumable state an earlier
+    attempt left (nobody will resume it). False if someone beat us."""
     now = utc_now()
     response = JobResponse(
         worker_id=worker_id, state=state, timestamp=now,
@@ -590,7 +601,8 @@ def write_unclaimed_outcome(
         action = FileAction.update(path, response.dump(), expected_version=previous.version)
     line = f"{format_time(now)} {worker_id}: marked this job {state.value} without running it: {message}\n"
     try:
-        store.commit([action, _appended_log(store, job_id, line)], f"GPU job {job_id}: {state.value} ({message})")
+        store.commit([action, _appended_log(store, job_id, line), *resume_cleanup(store, job_id)],
+                     f"GPU job {job_id}: {state.value} ({message})")
     except (FileAlreadyExists, VersionConflict, FileMissing):
         return False
     return True

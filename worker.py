@@ -265,6 +265,9 @@ class Worker:
                                         previous=file, previous_response=response):
             logger.info("job %s %s: %s", job.job_id, state.value, message, extra=extra)
             self._finished[(store.name, job.job_id)] = state.value
+            shared = self._shared_resume_dir(store, job.job_id)
+            if shared is not None:
+                shutil.rmtree(shared, ignore_errors=True)  # nobody will resume it
 
     def _report_once(self, store: ProjectStore, key: str, message: str, event: str, *, version: str = "") -> None:
         """Log a problem once per project, subject and file version (not on every poll)."""
@@ -330,8 +333,7 @@ class Worker:
                 pass
             self._finished[(lease.store.name, job.job_id)] = jobs.JobState.FAILED.value
             return
-        shared = (Path(self.config.checkpoint_dir) / work_dir.parent.name / work_dir.name
-                  if self.config.checkpoint_dir else None)
+        shared = self._shared_resume_dir(lease.store, job.job_id)
         settings = self.config.execution
         if slot is not None:  # the child sees only its own GPU (as device 0)
             settings = replace(settings, child=replace(settings.child, visible_devices=slot))
@@ -346,6 +348,13 @@ class Worker:
             self._finished[(lease.store.name, job.job_id)] = outcome.state.value
         logger.debug("job %s took %.1f s", job.job_id, time.monotonic() - started)
         self._clean_work_dirs(keep=work_dir)
+
+    def _shared_resume_dir(self, store: ProjectStore, job_id: str) -> Path | None:
+        """The job's folder in the shared ``--checkpoint-dir``, laid out like its work folder."""
+        if not self.config.checkpoint_dir:
+            return None
+        work_dir = self._job_work_dir(store, job_id)
+        return Path(self.config.checkpoint_dir) / work_dir.parent.name / work_dir.name
 
     def _job_work_dir(self, store: ProjectStore, job_id: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", store.name).strip("_")[-80:] or "project"

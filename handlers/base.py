@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
+import jobs
 from job_messages import CommitDone, CommitRequest, JobInterrupted, Progress, StopKind, StopRequest
 from storage import FileAction, FileVersion, ProjectStore, confine_path
 
@@ -265,7 +266,7 @@ class JobCallbacks:
     # -- resumable state -----------------------------------------------------------------------------
     @property
     def _resume_prefix(self) -> str:
-        return f"gpu_jobs/job_{self._job_context['job_id']}/resume"
+        return jobs.resume_dir(self._job_context["job_id"])
 
     def get_resume_dir(self) -> str:
         """A folder for resumable training state (model, optimizer, scheduler, epoch, RNG).

@@ -19,6 +19,7 @@ from conftest import LocalEnv, fast_config, make_job, run_worker, run_worker_in_
 from jobs import claim_job, parse_manifest
 from job_process import ExecutionSettings, JobExecution
 from local_jobs import LocalProjectStore
+from worker import Worker
 
 METRICS = "checkpoint/training_metrics.csv"
 
@@ -143,6 +144,34 @@ def test_a_shared_checkpoint_dir_is_cleared_only_when_the_job_ends_for_good(env,
     else:
         assert saved == []
     assert resume_files(env, "s1") == []  # with a bucket, nothing goes into the project
+
+
+@pytest.mark.parametrize("how", ["canceled", "gave up"])
+def test_a_job_closed_without_running_it_leaves_no_resumable_state(env, tmp_path, how):
+    """A worker that finds a dead worker's job canceled, or past its retry limit, closes it without running it:
+    the state that worker left in the project and in the bucket goes too, since nobody will resume it."""
+    from datetime import timedelta
+
+    from jobs import JobResponse, JobState, utc_now
+
+    long_ago = utc_now() - timedelta(hours=2)
+    env.write_manifest([{**probe_job("u1", "succeed"), "canceled": how == "canceled"}])
+    env.write_file("gpu_jobs/job_u1/response.yaml", JobResponse(
+        worker_id="gone", state=JobState.RUNNING, timestamp=long_ago, claimed_at=long_ago,
+        lease_expires_at=long_ago + timedelta(minutes=30), claim_id="c0", retry_count=3).dump())
+    env.write_file("gpu_jobs/job_u1/resume/state.bin", b"\x00\x00\x00\x02epoch two")
+    env.write_file("gpu_jobs/job_u1/resume/best_model.pt", b"weights")
+    config = dataclasses.replace(fast_config(tmp_path, max_retries=3), checkpoint_dir=tmp_path / "bucket")
+    slug_dirs = {Worker(env.source(), config)._shared_resume_dir(store, "u1") for store in env.source().poll()}
+    for folder in slug_dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "state.bin").write_bytes(b"left by the dead worker")
+    run_worker(env.source(), config)
+    final = yaml.safe_load(env.read_file("gpu_jobs/job_u1/response.yaml"))
+    assert final["state"] == ("canceled" if how == "canceled" else "failed"), final
+    assert resume_files(env, "u1") == []
+    assert all(not folder.exists() for folder in slug_dirs)
+    assert "without running it" in env.read_file("gpu_jobs/job_u1/logs.txt").decode()
 
 
 def test_a_final_state_too_large_for_the_server_lands_with_less_riding_along(gitlab_env, tmp_path, monkeypatch):
