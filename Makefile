@@ -9,7 +9,7 @@ EXTRAS ?= test,demo
 FLEET_VENV := .venv-fleet
 FLEET_STAMP := $(FLEET_VENV)/.installed
 
-.PHONY: setup fleet-setup demo test bench browser-check clean
+.PHONY: setup fleet-setup demo test test-fast bench browser-check rehearse clean
 
 setup: $(STAMP)
 
@@ -38,12 +38,21 @@ demo: setup
 test: setup fleet-setup
 	$(PY) -m pytest -q
 
+# The edit loop: everything but the end-to-end runs marked slow (tiny trainings, preemption, many workers).
+test-fast: setup fleet-setup
+	$(PY) -m pytest -q -m "not slow"
+
 bench: setup
 	$(PY) -m bench
 
 # Not part of `test`: it needs Chromium (Debian's /usr/bin/chromium) and renders the TTS demo page headless.
 browser-check: setup
 	$(PY) scripts/browser_check.py
+
+# Not part of `test`: the default full-size jobs (facebook/w2v-bert-2.0, StableTTS v1.1 + Vocos) on random
+# weights seeded into a temporary Hugging Face cache, offline, through the worker (~17 min, ~15 GB, 2 cores).
+rehearse: setup
+	$(PY) scripts/rehearse_full_size.py
 
 clean:
 	rm -rf $(VENV) $(FLEET_VENV) work build *.egg-info

@@ -11,6 +11,7 @@ from asr.text import TextNormalization
 
 FINE_TUNING_LEARNING_RATE = 5e-5  # the recipe's, for the pretrained model or an earlier job's
 SCRATCH_LEARNING_RATE = 2e-3  # a random preset (tests, the demo) learns next to nothing at fine-tuning rates
+SCRATCH_PRESET = "full"  # model.from_scratch without a preset: the base model's architecture, random weights
 
 
 @dataclass
@@ -31,6 +32,7 @@ class AsrTrainConfig:
     base_model: str = DEFAULT_BASE_MODEL  # hub id or local folder
     base_checkpoint: str | None = None  # asr_model.pth.tar (or its folder) of an earlier job: continue it
     preset: str | None = None  # "tiny"/"small": random model built in code, no download (tests, demo)
+    from_scratch: bool = False  # manifest `model.from_scratch`: random weights (preset "full" unless one is named)
     seed: int = 42
     min_char_count: int = 2  # rarer characters become [UNK]
     post_correction: bool = False  # manifest `transmorgrifier.enabled`
@@ -74,11 +76,17 @@ class AsrTrainConfig:
             values["text_normalization"] = TextNormalization.from_mapping(job.get("text_normalization"))
         if model.get("base_model"):
             values["base_model"] = str(model["base_model"])
+        if model.get("from_scratch") is not None:
+            values["from_scratch"] = _flag(model["from_scratch"], "model.from_scratch")
         values["post_correction"] = bool((job.get("transmorgrifier") or {}).get("enabled", False))
         values.update(overrides)
         config = cls(**values)
         config.validate()
         return config
+
+    def __post_init__(self) -> None:
+        if self.from_scratch and self.preset is None:
+            self.preset = SCRATCH_PRESET
 
     @property
     def peak_learning_rate(self) -> float:
@@ -99,6 +107,15 @@ class AsrTrainConfig:
             raise ValueError(f"val_split + test_split must leave room for training ({self.val_split} + {self.test_split})")
         if (self.learning_rate is not None and self.learning_rate <= 0) or self.warmup_steps < 0:
             raise ValueError("learning_rate must be positive and warmup_steps not negative")
+
+
+def _flag(value: Any, key: str) -> bool:
+    # YAML gives booleans; a plugin that writes strings gets the same meaning.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise ValueError(f"Job setting {key!r} must be true or false, got {value!r}")
 
 
 @dataclass

@@ -48,8 +48,10 @@ RECIPE_OVERRIDES: dict[str, object] = {
 }
 
 # Random architectures built in code. "tiny" trains on a laptop CPU in seconds; "small" is a stand-in of
-# realistic sequence lengths for benchmarks. Neither is a useful speech recogniser.
+# realistic sequence lengths for benchmarks. Neither is a useful speech recogniser. "full" is the base
+# model's own architecture (transformers' defaults are facebook/w2v-bert-2.0's): `model.from_scratch`.
 PRESETS: dict[str, dict[str, object]] = {
+    "full": {},
     "tiny": {
         "hidden_size": 32,
         "num_hidden_layers": 2,

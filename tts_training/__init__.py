@@ -25,13 +25,13 @@ from .config import (
 from .data import Clip, PreparedData, Utterance, cached_mel, length_batches, prepare_clips, split_clips
 from .hub import HUB_REPO, HUB_TTS_FILE, HUB_VOCOS_FILE, hub_file, hub_reachable
 from .loop import NoTrainingData, evaluate, learning_rate, train
-from .model_setup import InitialModel, initial_model
+from .model_setup import InitialModel, PretrainedUnavailable, initial_model, pretrained_weights
 from .state import BEST_FILE, STATE_FILE, ResumeState, load_state
 
 __all__ = [
     "BEST_FILE", "HUB_REPO", "HUB_TTS_FILE", "HUB_VOCOS_FILE", "STATE_FILE", "Clip", "EpochReport",
-    "InitialModel", "Losses", "NoTrainingData", "PreparedData", "ResumeState", "SkippedClip", "TrainConfig",
-    "TrainHooks", "TrainResult", "Utterance", "cached_mel", "evaluate", "format_duration", "hub_file",
-    "hub_reachable", "initial_model", "learning_rate", "length_batches", "load_state", "prepare_clips",
-    "skip_summary", "split_clips", "train",
+    "InitialModel", "Losses", "NoTrainingData", "PreparedData", "PretrainedUnavailable", "ResumeState",
+    "SkippedClip", "TrainConfig", "TrainHooks", "TrainResult", "Utterance", "cached_mel", "evaluate",
+    "format_duration", "hub_file", "hub_reachable", "initial_model", "learning_rate", "length_batches",
+    "load_state", "pretrained_weights", "prepare_clips", "skip_summary", "split_clips", "train",
 ]

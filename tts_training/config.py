@@ -28,7 +28,8 @@ class TrainConfig:
 
     epochs: int = 100  # manifest `epochs`; one row of training_metrics.csv each
     preset: str = "v1.1"  # model size for a new model: "v1.1" (published sizes) or "tiny" (CPU tests, demo)
-    pretrained: bool = True  # start a v1.1 model from KdaiP/StableTTS1.1 when it can be had (cache or hub)
+    pretrained: bool = True  # start a v1.1 model from KdaiP/StableTTS1.1 (cache or hub; fails without it);
+    #                           False: from scratch (manifest `model.from_scratch: true`)
     base_checkpoint: str | None = None  # local .pt/.safetensors (+ .json sidecar) to continue instead
     language: str | None = None  # ISO 639 code of the recordings; a hint for the text front end, checked on the texts
     frontend: str = "auto"  # auto (espeak phonemes if the voice reads the texts > romanisation > project

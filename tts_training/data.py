@@ -4,7 +4,9 @@ Mels are cached under ``cache_dir/mels`` by a hash of the audio bytes and the fr
 ids under ``cache_dir/text`` by a hash of the text front end and the text, so a rerun (or a resumed job)
 recomputes nothing. A clip that cannot be used is logged, counted and skipped, never fatal:
 undecodable audio, a text with nothing to speak, a clip over the hard length cap, or a text with more
-symbols than its audio has frames (no monotonic alignment exists).
+symbols than its audio has frames (no monotonic alignment exists). A text whose numbers or abbreviations
+the front end will not say as the recording does ("12" left as digits, "Mt.") is kept, and counted and
+listed in the log: the recording is still the reader's voice, but the model learns that verse's words less well.
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ class PreparedData:
     skipped: list[SkippedClip] = field(default_factory=list)
     unknown: Counter = field(default_factory=Counter)  # characters the front end could not represent
     approximated: Counter = field(default_factory=Counter)
+    unspeakable: list[tuple[str, str]] = field(default_factory=list)  # (clip id, "digits 12, abbreviation Mt.")
 
 
 def prepare_clips(
@@ -75,8 +78,9 @@ def prepare_clips(
     cache = Path(cache_dir)
     data = PreparedData()
     encoded = encode_texts([u.text for u in utterances], frontend, cache / "text")
+    unspeakable = frontend.unspeakable([u.text for u in utterances])
     max_frames = int(max_seconds * FRAMES_PER_SECOND)
-    for number, (utt, enc) in enumerate(zip(utterances, encoded), 1):
+    for number, (utt, enc, unsaid) in enumerate(zip(utterances, encoded, unspeakable), 1):
         if progress is not None:
             progress(f"preparing clips {number}/{len(utterances)}")
         data.unknown.update(enc["unknown"])
@@ -97,6 +101,8 @@ def prepare_clips(
                                             frontend_kind=frontend.kind))
         else:
             data.clips.append(Clip(utt.id, utt.text, tuple(enc["ids"]), mel_path, frames, utt.source))
+            if unsaid:
+                data.unspeakable.append((utt.id, ", ".join(unsaid)))
     log_prepared(data)
     return data
 
@@ -116,6 +122,11 @@ def log_prepared(data: PreparedData) -> None:
                        "dropped: %s", sum(data.unknown.values()), describe_counts(data.unknown))
     if data.approximated:
         logger.info("Characters approximated by the front end: %s", describe_counts(data.approximated))
+    if data.unspeakable:
+        logger.warning("%d training text(s) have numbers or abbreviations the text front end does not write as "
+                       "the recordings say them; trained as written: %s", len(data.unspeakable),
+                       "; ".join(f"{clip_id} ({what})" for clip_id, what in data.unspeakable[:20])
+                       + ("; …" if len(data.unspeakable) > 20 else ""))
 
 
 def encode_texts(texts: Sequence[str], frontend: TextFrontend, cache_dir: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """The published StableTTS v1.1 weights on the Hugging Face hub: from the local cache, or downloaded when the
-hub can be reached and offline mode (``HF_HUB_OFFLINE=1``) is not set. Nothing here ever fails a job: a
-file that cannot be had is ``None`` and the caller falls back (and says so)."""
+hub can be reached and offline mode (``HF_HUB_OFFLINE=1``) is not set. Nothing here fails a job: a file
+that cannot be had is ``None``, and the caller decides (``unavailable_reason`` says why, for its message)."""
 from __future__ import annotations
 
 import functools
@@ -16,7 +16,15 @@ logger = logging.getLogger(__name__)
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
-__all__ = ["HUB_REPO", "HUB_TTS_FILE", "HUB_VOCOS_FILE", "hub_file", "hub_reachable"]
+__all__ = ["HUB_REPO", "HUB_TTS_FILE", "HUB_VOCOS_FILE", "hub_file", "hub_reachable", "unavailable_reason"]
+
+
+def offline_mode() -> bool:
+    """``HF_HUB_OFFLINE`` is set, now or when huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; a caller (or a test) may set it later.
+    return constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,8 +35,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """
     from huggingface_hub import constants
 
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; a caller (or a test) may set it later.
-    if constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE:
+    if offline_mode():
         logger.info("Hugging Face offline mode: using cached files only")
         return False
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
@@ -52,3 +59,12 @@ def hub_file(filename: str, repo_id: str = HUB_REPO) -> Path | None:
     except Exception as exc:  # network, auth, disk: any of them means "not available here"
         logger.warning("Could not download %s/%s: %s", repo_id, filename, exc)
         return None
+
+
+def unavailable_reason() -> str:
+    """Why a hub file that is not cached here cannot be had, for a one-line job message."""
+    if offline_mode():
+        return "not in this worker's Hugging Face cache, and the hub cannot be reached (offline: HF_HUB_OFFLINE is set)"
+    if not hub_reachable():
+        return "not in this worker's Hugging Face cache, and the hub cannot be reached from here"
+    return "not in this worker's Hugging Face cache, and downloading failed (see logs.txt)"

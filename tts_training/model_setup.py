@@ -2,8 +2,9 @@
 
 In order of preference: a checkpoint the caller names (an earlier job's voice: its sidecar's front end is
 kept, because symbol ids must keep their meaning), the published v1.1 weights (fine-tuning, the default),
-or a new model of the configured preset (``tiny`` for tests and the demo, or v1.1 when the published
-weights cannot be had -- said loudly, since a voice trained from scratch on a few hundred verses is poor).
+or a new model of the configured preset (``tiny`` for tests and the demo, or v1.1 with ``pretrained`` off).
+A default run whose published weights cannot be had fails (``PretrainedUnavailable``) instead of quietly
+training from scratch: a voice trained from scratch on a few hundred verses is poor, and nobody asked for one.
 """
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ from StableTTS.text import CharacterFrontend, TextFrontend, frontend_from_dict, 
 from StableTTS.text.symbols import SYMBOLS
 
 from .config import TrainConfig
-from .hub import HUB_REPO, HUB_TTS_FILE, hub_file
+from .hub import HUB_REPO, HUB_TTS_FILE, hub_file, unavailable_reason
 
 logger = logging.getLogger(__name__)
+
+
+class PretrainedUnavailable(CheckpointError):
+    """The published weights a default run fine-tunes cannot be had here; the message says which and why."""
 
 
 @dataclass
@@ -39,15 +44,11 @@ def initial_model(config: TrainConfig, texts: Sequence[str]) -> InitialModel:
         start = InitialModel(model, frontend, f"checkpoint {path.name}", True)
     else:
         frontend = select_frontend(config.language, texts, kind=config.frontend)
-        pretrained = hub_file(HUB_TTS_FILE) if config.preset == "v1.1" and config.pretrained else None
+        pretrained = pretrained_weights(config)
         if pretrained is not None:
             model, _ = load_model(pretrained)
             start = InitialModel(model, frontend, HUB_REPO, True)
         else:
-            if config.preset == "v1.1" and config.pretrained:
-                logger.warning("The pretrained StableTTS v1.1 weights (%s/%s) are not available here: training "
-                               "a v1.1 model FROM SCRATCH, which needs far more recordings for a usable voice",
-                               HUB_REPO, HUB_TTS_FILE)
             model = build_model(config.preset, n_vocab=frontend.n_vocab)
             start = InitialModel(model, frontend, f"scratch ({config.preset})", False)
     if start.model.config.n_vocab != start.frontend.n_vocab:
@@ -56,6 +57,18 @@ def initial_model(config: TrainConfig, texts: Sequence[str]) -> InitialModel:
     logger.info("Starting from %s: %.2fM parameters, text front end %s", start.origin,
                 sum(p.numel() for p in start.model.parameters()) / 1e6, start.frontend.to_dict())
     return start
+
+
+def pretrained_weights(config: TrainConfig) -> Path | None:
+    """The published v1.1 checkpoint the run fine-tunes (cached, or downloaded now); None when the run starts
+    elsewhere (a base checkpoint, another preset, ``pretrained`` off). Raises PretrainedUnavailable."""
+    if config.base_checkpoint or config.preset != "v1.1" or not config.pretrained:
+        return None
+    path = hub_file(HUB_TTS_FILE)
+    if path is None:
+        raise PretrainedUnavailable(f"The pretrained StableTTS v1.1 weights ({HUB_REPO}, {HUB_TTS_FILE}) cannot be "
+                                    f"had: {unavailable_reason()}")
+    return path
 
 
 def _checkpoint_frontend(path: Path, model: StableTTS, sidecar: dict | None, config: TrainConfig,
@@ -67,13 +80,14 @@ def _checkpoint_frontend(path: Path, model: StableTTS, sidecar: dict | None, con
                            "must keep their meaning)", path.name, frontend.kind, frontend.language, config.language)
         if isinstance(frontend, CharacterFrontend):
             # New characters in this project's texts get new rows; the old ones keep their ids and training.
-            new = [s for s in CharacterFrontend.from_texts(texts, lowercase=frontend.lowercase).extra_symbols
+            new = [s for s in CharacterFrontend.from_texts(texts, lowercase=frontend.lowercase,
+                                                           numbers=frontend.numbers).extra_symbols
                    if s not in frontend.extra_symbols]
             if new:
                 logger.info("Adding %d new character(s) to the vocabulary of %s: %s", len(new), path.name,
                             "".join(new))
                 frontend = CharacterFrontend(frontend.extra_symbols + new, language=frontend.language,
-                                             lowercase=frontend.lowercase)
+                                             lowercase=frontend.lowercase, numbers=frontend.numbers)
         return frontend
     if model.config.n_vocab != len(SYMBOLS):
         raise CheckpointError(f"{path.name} embeds {model.config.n_vocab} symbols but has no sidecar (.json) "

@@ -7,6 +7,8 @@ also records why it was chosen) so inference encodes text exactly as training di
   when uroman is not installed (Latin-script text only);
 - "characters": the project's own characters appended to the 401 symbols (the embedding is resized; the
   published symbols keep their pretrained rows).
+Any of them may read numbers as words of a num2words language (``numbers``, see ``normalize``); a front end
+saved without that key reads them as it always did.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Iterable, Sequence
 
 from .espeak import espeak_voice_for, phonemize
 from .mapping import IPA_TABLE, ROMAN_TABLE, MappingResult, map_to_symbols, tidy_symbols
-from .normalize import normalize_text
+from .normalize import find_unspeakable, normalize_text, number_script
 from .symbols import PAD, SYMBOL_TO_ID, SYMBOLS, intersperse
 
 FRONTEND_KINDS = ("phonemes", "romanized", "characters")
@@ -29,6 +31,15 @@ _UNSPEAKABLE = re.compile(r"So|Sk|Co|Cn|Cs")  # Unicode categories espeak cannot
 
 class FrontendUnavailable(RuntimeError):
     """The front end a checkpoint was trained with cannot run here (e.g. espeak or uroman is missing)."""
+
+
+def _checked_numbers(numbers: str | None) -> str | None:
+    if numbers is not None and not isinstance(numbers, str):
+        raise ValueError(f"numbers must be a num2words language code, not {numbers!r}")
+    if numbers and number_script(numbers) is None:
+        raise FrontendUnavailable(f"this voice reads numbers as {numbers!r} words, which the installed num2words "
+                                  "cannot write; install the num2words version it was trained with")
+    return numbers or None
 
 
 @dataclass
@@ -63,6 +74,8 @@ class TextFrontend:
     kind: str = ""
     language: str | None = None
     reason: str = ""  # why this front end was chosen for the project (for people; set by select_frontend)
+    numbers: str | None = None  # num2words language that numbers are written out in; None: left as digits
+    reads_digits = False  # digits left as digits are still spoken (espeak reads them in its voice's language)
 
     @property
     def symbols(self) -> list[str]:
@@ -77,7 +90,7 @@ class TextFrontend:
 
     def encode_batch(self, texts: Sequence[str]) -> list[EncodedText]:
         """Encode many texts (one espeak call for all, where used)."""
-        normalised = [normalize_text(t) for t in texts]
+        normalised = [normalize_text(t, self.numbers) for t in texts]
         mapped = self._symbols_batch([n for n, _ in normalised])
         out = []
         for (text, removed), result in zip(normalised, mapped):
@@ -86,6 +99,11 @@ class TextFrontend:
             ids = [self._id(s) for s in symbols]
             out.append(EncodedText(text, symbols, intersperse(ids), result.unknown, result.approximated))
         return out
+
+    def unspeakable(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, the numbers and likely abbreviations this front end will not speak as meant
+        ("digits 12", "abbreviation Mt."; see ``normalize.find_unspeakable``)."""
+        return find_unspeakable(texts, self.numbers, self.reads_digits)
 
     def coverage(self, texts: Sequence[str]) -> float:
         """Share of non-space input characters that were represented (not reported unknown)."""
@@ -112,8 +130,10 @@ class TextFrontend:
         return f"text front end {self.kind}: {self.reason or self.describe()}"
 
     def to_dict(self) -> dict:
-        """What rebuilds this front end (`frontend_from_dict`), plus the reason it was chosen."""
-        return {**self._settings(), **({"reason": self.reason} if self.reason else {})}
+        """What rebuilds this front end (`frontend_from_dict`), plus the reason it was chosen. ``numbers`` only
+        when set, so a front end without it saves (and caches) exactly as before the key existed."""
+        return {**self._settings(), **({"numbers": self.numbers} if self.numbers else {}),
+                **({"reason": self.reason} if self.reason else {})}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.to_dict()})"
@@ -123,9 +143,11 @@ class PhonemeFrontend(TextFrontend):
     """espeak-ng IPA mapped onto the published symbols."""
 
     kind = "phonemes"
+    reads_digits = True
 
-    def __init__(self, language: str, voice: str | None = None):
+    def __init__(self, language: str, voice: str | None = None, numbers: str | None = None):
         self.language = language
+        self.numbers = _checked_numbers(numbers)
         self.voice = voice or espeak_voice_for(language)
         if self.voice is None or espeak_voice_for(self.voice) is None:
             raise FrontendUnavailable(
@@ -181,8 +203,9 @@ class RomanizedFrontend(TextFrontend):
 
     kind = "romanized"
 
-    def __init__(self, language: str | None = None, romanizer: str | None = None):
+    def __init__(self, language: str | None = None, romanizer: str | None = None, numbers: str | None = None):
         self.language = language
+        self.numbers = _checked_numbers(numbers)
         self.romanizer = romanizer or ("uroman" if uroman_available() else "latin")
         if self.romanizer not in ("uroman", "latin"):
             raise ValueError(f"unknown romanizer {self.romanizer!r}")
@@ -210,21 +233,24 @@ class CharacterFrontend(TextFrontend):
 
     kind = "characters"
 
-    def __init__(self, extra_symbols: Sequence[str] = (), language: str | None = None, lowercase: bool = True):
+    def __init__(self, extra_symbols: Sequence[str] = (), language: str | None = None, lowercase: bool = True,
+                 numbers: str | None = None):
         self.language = language
+        self.numbers = _checked_numbers(numbers)
         self.lowercase = lowercase
         self.extra_symbols = [s for s in dict.fromkeys(extra_symbols) if s not in SYMBOL_TO_ID]
         self._table = {**SYMBOL_TO_ID, **{s: len(SYMBOLS) + i for i, s in enumerate(self.extra_symbols)}}
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], language: str | None = None, lowercase: bool = True):
+    def from_texts(cls, texts: Iterable[str], language: str | None = None, lowercase: bool = True,
+                   numbers: str | None = None):
         """Vocabulary = every character of the (normalised) texts not already among the published symbols."""
         seen: set[str] = set()
         for text in texts:
-            normalised, _ = normalize_text(text)
+            normalised, _ = normalize_text(text, numbers)
             seen.update(normalised.lower() if lowercase else normalised)
         extra = sorted(ch for ch in seen if ch not in SYMBOL_TO_ID and not ch.isspace())
-        return cls(extra, language=language, lowercase=lowercase)
+        return cls(extra, language=language, lowercase=lowercase, numbers=numbers)
 
     @property
     def symbols(self) -> list[str]:
@@ -258,14 +284,16 @@ class CharacterFrontend(TextFrontend):
 def frontend_from_dict(data: dict) -> TextFrontend:
     """Rebuild the front end saved in a checkpoint sidecar (raises FrontendUnavailable if it cannot run here)."""
     kind = data.get("kind")
+    numbers = data.get("numbers")  # absent in sidecars older than number reading: digits as they always were
     frontend: TextFrontend
     if kind == "phonemes":
-        frontend = PhonemeFrontend(data.get("language") or data["espeak_voice"], voice=data.get("espeak_voice"))
+        frontend = PhonemeFrontend(data.get("language") or data["espeak_voice"], voice=data.get("espeak_voice"),
+                                   numbers=numbers)
     elif kind == "romanized":
-        frontend = RomanizedFrontend(data.get("language"), romanizer=data.get("romanizer"))
+        frontend = RomanizedFrontend(data.get("language"), romanizer=data.get("romanizer"), numbers=numbers)
     elif kind == "characters":
         frontend = CharacterFrontend(data.get("extra_symbols", []), language=data.get("language"),
-                                     lowercase=data.get("lowercase", True))
+                                     lowercase=data.get("lowercase", True), numbers=numbers)
     else:
         raise ValueError(f"unknown text front end kind {kind!r} in sidecar")
     frontend.reason = str(data.get("reason") or "")

@@ -6,6 +6,10 @@ enough for its text. A voice is therefore used only when it reads a sample of th
 speech: it reads (part of) the text itself, spells no letter names, skips no letters, switches to another
 language only for a whole script, and writes a plausible number of symbols per letter. Otherwise uroman
 romanisation, and where that cannot represent the letters, the project's own characters.
+
+Numbers are read as words of the tag's language (num2words) only where the tag is shown to be the texts'
+language: num2words has it, its number words are in a main script of the texts, and the tag's espeak voice,
+where there is one, passed the check above (a voice that cannot read the texts means the tag is wrong).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Sequence
 from .espeak import LANGUAGE_SWITCH, espeak_available, espeak_voice_for, read_words
 from .frontends import FRONTEND_KINDS, CharacterFrontend, PhonemeFrontend, RomanizedFrontend, TextFrontend
 from .mapping import IPA_TABLE, map_to_symbols
-from .normalize import normalize_text
+from .normalize import normalize_text, number_language, number_script
 from .scripts import SYLLABIC, describe_scripts, is_letter, join_names, letter_count, main_scripts, script_profile
 from .symbols import PUNCTUATION
 
@@ -188,29 +192,34 @@ def select_frontend(
     """
     if kind not in ("auto", *FRONTEND_KINDS):
         raise ValueError(f"kind must be 'auto' or one of {FRONTEND_KINDS}, got {kind!r}")
-    if kind == "characters":
-        if not texts:
-            raise ValueError("a character front end is built from the project's texts; none were given")
-        return _chosen(CharacterFrontend.from_texts(texts, language=language), language, "asked for (characters)")
-    if kind == "phonemes":
-        return _chosen(PhonemeFrontend(language or ""), language, "asked for (phonemes)")
-    if kind == "romanized":
-        return _chosen(RomanizedFrontend(language), language, "asked for (romanized)")
-
     sample = sample_texts(texts)
+    if kind == "characters" and not texts:
+        raise ValueError("a character front end is built from the project's texts; none were given")
+    if kind != "auto":
+        numbers = number_reading(language, sample)
+        forced: TextFrontend
+        if kind == "characters":
+            forced = CharacterFrontend.from_texts(texts, language=language, numbers=numbers)
+        elif kind == "phonemes":
+            forced = PhonemeFrontend(language or "", numbers=numbers)
+        else:
+            forced = RomanizedFrontend(language, numbers=numbers)
+        return _chosen(forced, language, f"asked for ({kind})")
+
     voice = espeak_voice_for(language)
     if voice is not None and not sample:
         return _chosen(PhonemeFrontend(language, voice), language,
                        f"espeak voice {voice} for {language!r} (no texts to check it on)")
-    if voice is not None:
-        check = check_voice(voice, sample)
+    check = check_voice(voice, sample) if voice is not None else None
+    numbers = number_reading(language, sample, check)
+    if check is not None:
         if check.ok:
-            return _chosen(PhonemeFrontend(language, voice), language, check.reason)
+            return _chosen(PhonemeFrontend(language, voice, numbers=numbers), language, check.reason)
         steps = [check.reason]
     else:
         steps = [_no_voice(language, describe_scripts(script_profile(normalize_text(t)[0] for t in sample)))]
 
-    romanized = RomanizedFrontend(language)
+    romanized = RomanizedFrontend(language, numbers=numbers)
     if not sample:
         return _chosen(romanized, language, "; ".join(steps + [f"{romanized.describe()} instead"]))
     fit = measure(romanized, sample)
@@ -223,8 +232,22 @@ def select_frontend(
         steps.append(f"{romanized.describe()} represents only {fit.represented:.0%} of the letters")
     else:
         steps.append(f"{romanized.describe()} writes {ratio:.1f} symbols per letter")
-    characters = CharacterFrontend.from_texts(texts, language=language)
+    characters = CharacterFrontend.from_texts(texts, language=language, numbers=numbers)
     return _chosen(characters, language, "; ".join(steps + [f"{characters.describe()} instead"]))
+
+
+def number_reading(language: str | None, sample: Sequence[str], check: VoiceCheck | None = None) -> str | None:
+    """The num2words language the project's numbers are read in, or None (see the module docstring).
+    `check`: the tag's voice already checked on `sample`; without it the voice is checked here if needed."""
+    code = number_language(language)
+    if code is None or not sample:
+        return None
+    if number_script(code) not in main_scripts(script_profile(normalize_text(t)[0] for t in sample)):
+        return None
+    if check is None:
+        voice = espeak_voice_for(language)
+        check = check_voice(voice, sample) if voice is not None else None
+    return code if check is None or check.ok else None
 
 
 def _no_voice(language: str | None, scripts: str) -> str:
@@ -237,6 +260,8 @@ def _no_voice(language: str | None, scripts: str) -> str:
 
 
 def _chosen(frontend: TextFrontend, language: str | None, reason: str) -> TextFrontend:
+    if frontend.numbers:
+        reason += f"; numbers read as {frontend.numbers} words (num2words)"
     frontend.reason = reason
     logger.info("Text front end for %r: %s -- %s", language, frontend.describe(), reason)
     return frontend

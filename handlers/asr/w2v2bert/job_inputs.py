@@ -9,6 +9,9 @@
   ``facebook/w2v-bert-2.0``), a folder on the worker, or a model folder or archive inside the project
   (fetched first).
 * ``model.preset`` -- ``tiny``/``small``: a random model built in code (tests, the demo); no network.
+* ``model.from_scratch`` -- ``true``: random weights (the base model's architecture unless a preset is
+  named) instead of the pretrained encoder. Without it, a pretrained encoder that is neither in this
+  worker's Hugging Face cache nor downloadable fails the job at once, before any audio is fetched.
 
 Anything a translator or an admin can fix is raised as ``JobInputError`` with a message that names the
 manifest key; the handlers turn it into a failed job (``failure``). Nothing here imports torch or
@@ -34,6 +37,9 @@ MODEL_NAME = "W2V2BERT"         # edits are authored "ASR W2V2BERT"
 SAMPLE_RATE = 16_000            # what the feature extractor expects
 BASE_CHECKPOINT = "model.base_checkpoint"
 BASE_MODEL = "model.base_model"
+FROM_SCRATCH = "model.from_scratch"
+PRESET = "model.preset"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # any one will do
 INPUTS_DIR = "inputs"           # under the work dir: models fetched from the project
 
 
@@ -74,11 +80,13 @@ def resolve_base_model(callbacks, work: Path) -> str | None:
     None when the manifest names none (the library's default applies)."""
     name = callbacks.get_job_config(BASE_MODEL)
     if not name:
+        require_hub_model(callbacks, None)
         return None
     name = str(name)
     try:
         path = confine_path(name, what=BASE_MODEL)
     except UnsafePath:
+        require_hub_model(callbacks, name)
         return name     # an absolute folder on the worker, or a hub id that is no project path
     scanner = callbacks.scanner
     files = scanner.list_files(path)
@@ -96,9 +104,50 @@ def resolve_base_model(callbacks, work: Path) -> str | None:
                                      field=BASE_MODEL)
         folder = _extract(archive, dest, f"{BASE_MODEL} {name}")
     else:
+        require_hub_model(callbacks, name)
         return name
     logger.info("Base model %s fetched from the project to %s", name, folder)
     return str(folder)
+
+
+def require_hub_model(callbacks, name: str | None) -> None:
+    """Raise JobInputError when the job fine-tunes a pretrained hub model (``name``, or the default) that is
+    neither in this worker's Hugging Face cache nor downloadable: training from scratch instead would be a
+    silent substitution. Jobs that continue a base checkpoint, name a preset or ask for ``model.from_scratch``
+    do not load it."""
+    if (callbacks.get_job_config(BASE_CHECKPOINT) or callbacks.get_job_config(PRESET)
+            or _flag(callbacks.get_job_config(FROM_SCRATCH, False), FROM_SCRATCH)):
+        return
+    from asr.model import DEFAULT_BASE_MODEL
+    from tts_training.hub import hub_reachable, unavailable_reason
+
+    repo = name or DEFAULT_BASE_MODEL
+    if Path(repo).is_dir() or _hub_model_cached(repo) or hub_reachable():
+        return
+    what = f"{BASE_MODEL} {repo}" if name else f"The pretrained base model {repo}"
+    raise JobInputError(f"{what} (config.json and its weights) cannot be had: "
+                        f"{unavailable_reason()}; set {FROM_SCRATCH}: true to train from scratch instead "
+                        "(a usable transcriber then needs far more recordings)")
+
+
+def _hub_model_cached(repo: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str) and \
+            any(isinstance(try_to_load_from_cache(repo, f), str) for f in WEIGHT_FILES)
+    except ValueError:  # not a valid hub id (HFValidationError): nothing of it can be cached
+        return False
+
+
+def initialised_from(callbacks, config) -> str:
+    """Where a training run's weights started, for the job result: the manifest's names (never the local
+    copies' paths), or ``scratch (<preset>)``."""
+    if config.base_checkpoint:
+        return str(callbacks.get_job_config(BASE_CHECKPOINT))
+    if config.preset:
+        return f"scratch ({config.preset})"
+    return str(callbacks.get_job_config(BASE_MODEL) or config.base_model)
 
 
 def _extract(archive: Path, dest: Path, what: str) -> Path:

@@ -39,7 +39,7 @@ from handlers.common import collect_training_pairs, fetch_project_file, job_path
 from train_w2v2bert_asr import AsrExample, AsrTrainConfig, train_asr
 
 from .job_inputs import (BASE_CHECKPOINT, MODEL_NAME, SAMPLE_RATE, JobInputError, fetch_base_checkpoint,
-                         resolve_base_model)
+                         initialised_from, resolve_base_model)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
                      f"ASR {MODEL_NAME}: model and training metrics")
     result = trained.job_result() | {
         "checkpoint_path": paths.asr_model,     # the plugin offers this path as a base for later jobs
+        "initialised_from": initialised_from(callbacks, config),
         "epochs_completed": trained.epochs_completed,
         "training_clips": len(examples),
         "training_skipped": _skip_counts(pairs.skipped.counts(), trained.skipped),

@@ -22,6 +22,11 @@ without any recording falls back to the model's learned average voice. The resul
 
 Vocoder: Vocos weights from the Hugging Face cache or hub when available; otherwise the Griffin-Lim
 fallback, which is said in logs.txt and in the result (``vocoder: griffin-lim``).
+
+Numbers and abbreviations: verses whose numbers the voice's front end leaves as digits it cannot speak, or
+that hold likely abbreviations ("Mt."), are found before synthesis and listed (``unspeakable_count``,
+``unspeakable_cells``: cell, reference, what), and named in the status while the verses are spoken; the
+training texts the same way (``unspeakable_training_texts``, ``unspeakable_training_cells``).
 """
 from __future__ import annotations
 
@@ -59,14 +64,15 @@ from inference_stabletts import SAMPLE_RATE, TTSVoice, load_reference, load_voic
 from preprocess_audio import ENCODE_FORMATS, AudioError, encode_audio
 from storage import UnsafePath
 from StableTTS import CheckpointError, load_model, read_sidecar, sidecar_path
-from StableTTS.text import FrontendUnavailable, describe_counts
-from tts_training import (HUB_VOCOS_FILE, NoTrainingData, TrainConfig, TrainHooks, TrainResult, Utterance,
-                          hub_file, train)
+from StableTTS.text import FrontendUnavailable, describe_counts, frontend_from_dict
+from tts_training import (HUB_VOCOS_FILE, STATE_FILE, NoTrainingData, PretrainedUnavailable, TrainConfig,
+                          TrainHooks, TrainResult, Utterance, hub_file, pretrained_weights, train)
 from tts_training.config import FRONTEND_CHOICES
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "StableTTS"
+UNSPEAKABLE_LISTED = 50  # cells a result lists one by one; the count says how many there are in all
 
 
 # -- job settings ------------------------------------------------------------------------------------
@@ -118,6 +124,7 @@ def training_config(callbacks, base_checkpoint: Path | None) -> TrainConfig:
     values = {
         "epochs": _setting(callbacks, "epochs", int, TrainConfig.epochs),
         "preset": str(callbacks.get_job_config("model.preset", "v1.1")),
+        "pretrained": not _setting(callbacks, "model.from_scratch", bool, False),
         "language": project_language(callbacks),
         "frontend": frontend,
         "base_checkpoint": str(base_checkpoint) if base_checkpoint else None,
@@ -231,6 +238,12 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     paths = job_paths(job_context)
     base = fetch_base_checkpoint(callbacks, work)
     config = training_config(callbacks, base)
+    if not (Path(callbacks.get_resume_dir()) / STATE_FILE).is_file():  # a resumed run needs no start
+        try:
+            pretrained_weights(config)  # fails the job before any audio is fetched
+        except PretrainedUnavailable as exc:
+            raise PretrainedUnavailable(f"{exc}; set model.from_scratch: true to train from scratch instead "
+                                        "(a usable voice then needs far more recordings)") from None
     # codex's training pairs leave out generated takes and machine-written text: never our own output.
     collected = collect_training_pairs(callbacks, notebooks, work, max_seconds=config.max_clip_seconds)
     utterances = [Utterance(item.cell.cell_id, item.text, item.audio_path, item.source_path) for item in collected]
@@ -263,6 +276,13 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
         summary["initialised_from"] = str(callbacks.get_job_config("model.base_checkpoint"))
     if result.unknown_characters:
         summary["unknown_characters_detail"] = describe_counts(result.unknown_characters)
+    trained_ids = {u.id for u in utterances} - {s.id for s in result.skipped}
+    trained_cells = [item.cell for item in collected if item.cell.cell_id in trained_ids]
+    unsaid = Unspeakable.find(frontend_from_dict(result.frontend), trained_cells)
+    summary["unspeakable_training_texts"] = len(unsaid.cells)
+    if unsaid.cells:
+        summary["unspeakable_training_cells"] = unsaid.listed()
+        logger.warning("Training: %s (trained as written)", unsaid.note("training texts"))
     logger.info("Training done: best epoch %d (%s %.4f), %d clip(s) trained, %d skipped", result.best_epoch,
                 result.best_metric, result.best_value, result.train_clips + result.val_clips, sum(skipped.values()))
     return TrainedVoice(result, paths.checkpoint, collected, summary)
@@ -383,6 +403,34 @@ def checkpoint_sidecar(checkpoint: Path) -> dict | None:
 
 
 # -- synthesis ---------------------------------------------------------------------------------------
+@dataclass
+class Unspeakable:
+    """Cells with numbers or abbreviations the voice will not speak as meant, found before speaking them."""
+
+    cells: list[dict[str, str]]  # {"cell_id", "reference", "what": "digits 12, abbreviation Mt."}
+    kinds: set[str]  # "digits", "abbreviation"
+
+    @classmethod
+    def find(cls, frontend, cells: Sequence) -> "Unspeakable":
+        found = frontend.unspeakable([c.text for c in cells])
+        listed = [{"cell_id": c.cell_id, "reference": c.reference or c.cell_id, "what": ", ".join(items)}
+                  for c, items in zip(cells, found) if items]
+        return cls(listed, {item.split(" ", 1)[0] for items in found for item in items})
+
+    def listed(self) -> list[dict[str, str]]:
+        return self.cells[:UNSPEAKABLE_LISTED]
+
+    def note(self, what: str = "verses") -> str:
+        """'3 verses have numbers this voice cannot speak: JHN 1:14, JHN 2:3, JHN 3:16, …' ('' for none)."""
+        if not self.cells:
+            return ""
+        noun = " or ".join(n for k, n in (("digits", "numbers"), ("abbreviation", "abbreviations")) if k in self.kinds)
+        refs = ", ".join(c["reference"] for c in self.cells[:3]) + (", …" if len(self.cells) > 3 else "")
+        have = "has" if len(self.cells) == 1 else "have"
+        what = what[:-1] if len(self.cells) == 1 else what
+        return f"{len(self.cells)} {what} {have} {noun} this voice cannot speak: {refs}"
+
+
 @dataclass(frozen=True)
 class SynthesisSettings:
     steps: int = 10  # inference.diffusion_steps
@@ -407,8 +455,9 @@ class SynthesisSettings:
 
 
 def synthesise_cells(callbacks, notebooks, voice: TTSVoice, reference: Reference,
-                     settings: SynthesisSettings) -> dict[str, Any]:
-    """One generated take per selected cell; returns the result keys of an inference job."""
+                     settings: SynthesisSettings, review=None) -> dict[str, Any]:
+    """One generated take per selected cell; returns the result keys of an inference job. ``review(takes)``
+    may return the takes marked ``select=False`` before they are written back (``listen_check``)."""
     work = Path(callbacks.get_work_dir())
     selection = cells_needing_audio(callbacks, notebooks)
     cells = selection.cells
@@ -421,7 +470,13 @@ def synthesise_cells(callbacks, notebooks, voice: TTSVoice, reference: Reference
                 "length scale %.2f, %s", len(cells), reference.description, voice.frontend.kind,
                 voice.vocoder_name, settings.steps, settings.cfg_scale, settings.temperature,
                 settings.length_scale, settings.audio_format)
-    callbacks.heartbeat(message=f"synthesising 0/{len(cells)} verses")
+    unsaid = Unspeakable.find(voice.frontend, cells)
+    note = f" · {unsaid.note()}" if unsaid.cells else ""
+    if unsaid.cells:
+        logger.warning("%s (the verses are spoken without them)", unsaid.note())
+        for entry in unsaid.cells[:UNSPEAKABLE_LISTED]:
+            logger.info("  %s (%s): %s", entry["reference"], entry["cell_id"], entry["what"])
+    callbacks.heartbeat(message=f"synthesising 0/{len(cells)} verses{note}")
     last = time.monotonic()
     spoken_iter = synthesize_iter(voice, [c.text for c in cells], reference.samples, steps=settings.steps,
                                   cfg_scale=settings.cfg_scale, temperature=settings.temperature,
@@ -436,8 +491,10 @@ def synthesise_cells(callbacks, notebooks, voice: TTSVoice, reference: Reference
             encode_audio(spoken.audio, SAMPLE_RATE, path, settings.audio_format)
             takes.append(GeneratedTake(cell, path))
         if done == len(cells) or time.monotonic() - last >= PROGRESS_SECONDS:
-            callbacks.heartbeat(message=f"synthesising {done}/{len(cells)} verses")
+            callbacks.heartbeat(message=f"synthesising {done}/{len(cells)} verses{note}")
             last = time.monotonic()
+    if review is not None:
+        takes = review(takes)
     written = write_generated_takes(callbacks, takes, model_name=MODEL_NAME, audio_format=settings.audio_format)
     skipped.extend(written.skipped)
     skipped.log("while synthesising")
@@ -447,9 +504,12 @@ def synthesise_cells(callbacks, notebooks, voice: TTSVoice, reference: Reference
     result = {**written.as_result(), "skipped_count": len(skipped), "skipped_reasons": skipped.counts(),
               "skipped_recorded": selection.skipped.counts().get(codex.ALREADY_RECORDED, 0),
               "vocoder": voice.vocoder_name, "voice": reference.description,
-              "unspoken_characters": sum(unknown.values())}
+              "unspoken_characters": sum(unknown.values()), "unspeakable_count": len(unsaid.cells)}
     if unknown:
         result["unspoken_characters_detail"] = describe_counts(unknown)
+    if unsaid.cells:
+        result["unspeakable_cells"] = unsaid.listed()
+        result["unspeakable_summary"] = unsaid.note()
     return result
 
 
