@@ -18,7 +18,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import click
 import torch
@@ -70,8 +70,12 @@ def train_asr(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: str | torch.device | None = None,
+    model_files: Callable[[list[str]], Mapping[str, str]] | None = None,
 ) -> AsrTrainResult:
     """Fine-tune a CTC model on ``examples`` and export the best epoch (by validation CER).
+
+    ``model_files(train_ids)`` gives text files (name -> content) to ship in the exported model folder, from
+    the ids of the examples it was trained on (the training split): e.g. the caller's list of trained takes.
 
     ``on_epoch_end(epoch, metrics_row)`` runs after each epoch's evaluation, ``should_stop()`` after every
     optimizer step and epoch; when it returns True training ends cleanly (a checkpoint is kept for a resume)
@@ -199,6 +203,8 @@ def train_asr(
         "post_corrector_used": corrector_used,
     }
     (layout.best_model / "training_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
+    for name, text in (model_files([c.id for c in train]) if model_files else {}).items():
+        (layout.best_model / Path(name).name).write_text(text, encoding="utf-8")
     archive = write_model_archive(layout.best_model, layout.archive, exclude={BEST_STATE_FILE})
     if not config.keep_trainer_checkpoints:
         shutil.rmtree(layout.trainer, ignore_errors=True)

@@ -40,6 +40,7 @@ class NewAudioTake:
     metadata: Mapping = field(hash=False)   # mimeType, sizeBytes, sampleRate, channels, durationSec, bitrateKbps
     created_by: str
     created_at: int
+    select: bool = True             # False: attach only (a check found it does not say its text)
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,12 @@ def new_audio_id(now_ms: int | None = None) -> str:
 
 
 def audio_take_change(ref: CellRef, *, audio_id: str, extension: str, metadata: Mapping, created_by: str,
-                      now_ms: int | None = None) -> CellChange:
-    """Attach a generated take ``<audio_id>.<extension>`` (``metadata`` as from ``AudioInfo.attachment_metadata``)."""
+                      now_ms: int | None = None, select: bool = True) -> CellChange:
+    """Attach a generated take ``<audio_id>.<extension>`` (``metadata`` as from ``AudioInfo.attachment_metadata``);
+    ``select=False`` attaches it without ever selecting it."""
     url = attachment_paths(notebook_segment(ref.notebook_path), f"{audio_id}.{extension.lstrip('.')}")[0]
     take = NewAudioTake(audio_id=audio_id, url=url, metadata=dict(metadata), created_by=created_by,
-                        created_at=now_ms if now_ms is not None else _now_ms())
+                        created_at=now_ms if now_ms is not None else _now_ms(), select=select)
     return CellChange(ref.notebook_path, ref.cell_id, ChangeOp.ADD_AUDIO, take, base_value=ref.value)
 
 
@@ -151,17 +153,20 @@ def _add_take(cell: dict, change: CellChange, now: int, report: ApplyReport) -> 
         "url": take.url, "type": "audio", "createdAt": take.created_at, "updatedAt": take.created_at,
         "isDeleted": False, "isGenerated": True, "createdBy": take.created_by, "metadata": dict(take.metadata),
     }
-    if playing is not None and playing.human:
+    # Keep what plays today when it is a translator's take, or when ours must not be selected.
+    if playing is not None and (playing.human or not take.select):
         if not playing.selected:
             # The editor's fallback would now play ours: select the recording it plays today, stamped newer
             # only than the selection as it stands, so a translator's own later choice still wins the merge.
             meta["selectedAudioId"] = playing.audio_id
             meta["selectionTimestamp"] = _as_int(meta.get("selectionTimestamp")) + 1
-        report.kept_selection.append(change)
-    else:
+        if playing.human:
+            report.kept_selection.append(change)
+    elif take.select:
         # The editor keeps the selection with the newer timestamp when it merges; ours must be newer.
         meta["selectedAudioId"] = take.audio_id
         meta["selectionTimestamp"] = max(now, _as_int(meta.get("selectionTimestamp")) + 1)
+    # else: an unselected take where nothing else plays; the editor's newest-take fallback still plays it.
     report.applied.append(change)
 
 

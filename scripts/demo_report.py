@@ -4,9 +4,10 @@
 
 The page holds the jobs table (the one ``make demo`` prints), a loss chart per training job drawn from its
 ``checkpoint/training_metrics.csv`` as inline SVG, players for a few generated takes with the audio embedded
-as data URIs, and the cells our ASR wrote next to the text their recordings speak, with the character error
-rate. Nothing is fetched when the page opens (no network, no scripts), so it works from ``file://``.
-Every piece of project text is HTML-escaped: notebooks are user data.
+as data URIs, the cells our ASR wrote next to the text their recordings speak, with the character error
+rate, and each ASR job's check of the recordings against their text (its summary, the worst rows, and a link
+to the job's own ``audio_text_check.html``). Nothing is fetched when the page opens (no network, no scripts),
+so it works from ``file://``. Every piece of project text is HTML-escaped: notebooks are user data.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import codex  # noqa: E402
+from asr.recording_check import CheckSummary, check_threshold  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
+from handlers.asr.w2v2bert.recording_check import CHECK_CSV, CHECK_PAGE  # noqa: E402
 from handlers.common import MetricsLog, job_paths, load_notebooks  # noqa: E402
 from jobs import JobRow, JobState, describe_jobs  # noqa: E402
 from local_jobs import LocalProjectStore  # noqa: E402
@@ -48,6 +51,7 @@ MAX_TAKES = 6                          # players on the page
 MAX_TAKE_BYTES = 1024 * 1024           # a bigger take is linked, not embedded
 MAX_EMBEDDED_BYTES = 3 * 1024 * 1024   # all embedded takes together; later takes are linked
 NO_VALUE = "—"
+CHECK_EXCERPT_ROWS = 10                # worst rows of a recording check shown on the page
 # Mime types of the attachment extensions codex.AUDIO_EXTENSIONS knows (the editor records audio/webm Opus).
 AUDIO_MIME = {"webm": "audio/webm", "wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4",
               "ogg": "audio/ogg", "flac": "audio/flac"}
@@ -407,6 +411,74 @@ def asr_section(cells: Sequence[AsrCell], references: Mapping[str, str] | None) 
             f'<table class="asr"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+# -- recordings checked against their text -----------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordingCheck:
+    """One ASR job's ``audio_text_check.csv`` (rows worst first) and what its result says."""
+
+    job_id: str
+    rows: list[dict[str, str]]
+    message: str
+    page: Path | None       # the job's audio_text_check.html, when it is there
+
+
+def recording_checks(project: Path, jobs: Sequence[JobRow]) -> list[RecordingCheck]:
+    """The recording checks the project's ASR jobs left in their folders, in job order."""
+    checks = []
+    for row in jobs:
+        try:
+            paths = job_paths({"job_id": row.job_id})
+        except UnsafePath:
+            continue
+        table = project / paths.inside(CHECK_CSV)
+        if not table.is_file():
+            continue
+        try:
+            with table.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            logger.warning("Cannot read %s: %s", table, exc)
+            continue
+        message = (row.result or {}).get("recordings_check")
+        if not isinstance(message, str):
+            message = _check_message(rows, (row.result or {}).get("check_threshold", 0.5))
+        page = project / paths.inside(CHECK_PAGE)
+        checks.append(RecordingCheck(row.job_id, rows, message, page if page.is_file() else None))
+    return checks
+
+
+def _check_message(rows: Sequence[dict[str, str]], threshold: object) -> str:
+    try:
+        limit = check_threshold(threshold, "check_threshold")
+    except ValueError:
+        limit = 0.5
+    over = sum(1 for r in rows if (_number(r.get("cer", "")) or 0) > limit)
+    return CheckSummary(len(rows), over, limit).message
+
+
+def check_section(checks: Sequence[RecordingCheck], out_dir: Path) -> str:
+    """Per check: its summary, a link to its page, and its worst rows."""
+    if not checks:
+        return '<p class="none">no recording check in the project (ASR inference writes one)</p>'
+    parts = []
+    for check in checks:
+        link = ""
+        if check.page is not None:
+            href = urllib.parse.quote(Path(os.path.relpath(check.page, out_dir)).as_posix())
+            link = (f' <a href="{html.escape(href)}">the full check, with a player per take and the differences '
+                    "marked</a>")
+        head = "".join(f"<th>{h}</th>" for h in ("verse", "CER", "trained on", "verse text", "ASR heard"))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in (
+                r.get("reference") or r.get("cell_id", ""), r.get("cer", ""), r.get("trained_on", ""),
+                r.get("verse_text", ""), r.get("asr_text", ""))) + "</tr>"
+            for r in check.rows[:CHECK_EXCERPT_ROWS])
+        parts.append(f"<h3>{html.escape(check.job_id)}</h3><p>{html.escape(check.message)}.{link}</p>"
+                     f"<p>The {min(len(check.rows), CHECK_EXCERPT_ROWS)} worst of {len(check.rows)}:</p>"
+                     f'<table class="asr"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return "\n".join(parts)
+
+
 # -- the page ------------------------------------------------------------------------------------------------
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -477,6 +549,8 @@ def write_report(project: Path, out_html: Path, references: dict[str, str] | Non
         "\n".join(metrics_section(project, row) for row in chart_rows) or '<p class="none">no training jobs</p>',
         "<h2>Generated takes</h2>", takes_section(views, total_takes),
         "<h2>Transcriptions</h2>", asr_section(asr_written_cells(project), references),
+        "<h2>Recordings checked against their text</h2>",
+        check_section(recording_checks(project, jobs), out_html.parent),
         "</body></html>",
     ]
     out_html.parent.mkdir(parents=True, exist_ok=True)

@@ -319,7 +319,8 @@ def test_a_takeover_after_training_reuses_the_uploaded_model(demo, tmp_path, rec
     before = demo.cells()
     demo.write_manifest([{"job_id": "taken", "job_type": "asr", "mode": "training_and_inference",
                           "canceled": False, "submitted_at": "2025-10-15T19:20:00.000Z", "epochs": 7,
-                          "model": {"type": "W2V2BERT", "preset": "tiny"}}])
+                          "model": {"type": "W2V2BERT", "preset": "tiny"},
+                          "inference": {"check_recordings": False}}])     # its keys: tests/test_recording_check.py
 
     run_worker(demo.source(), fast_config(tmp_path, handler_paths=()))
 

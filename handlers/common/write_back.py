@@ -43,10 +43,12 @@ _CHANGE_BYTES = 1024
 
 
 class GeneratedTake(NamedTuple):
-    """A cell and the local audio file generated for it (already encoded in the job's audio format)."""
+    """A cell and the local audio file generated for it (already encoded in the job's audio format).
+    ``select=False`` attaches it without selecting it (a check found it does not say its text)."""
 
     cell: CellRef
     audio_path: Path
+    select: bool = True
 
 
 class Transcript(NamedTuple):
@@ -98,14 +100,17 @@ class _Pending:
     extension: str = ""
     metadata: dict = field(default_factory=dict)
     created_by: str = ""
+    select: bool = True
 
     @classmethod
-    def take(cls, cell: CellRef, audio: Path, extension: str, metadata: dict, created_by: str) -> "_Pending":
-        return cls(cell, _take_change(cell, extension, metadata, created_by), audio, extension, metadata, created_by)
+    def take(cls, cell: CellRef, audio: Path, extension: str, metadata: dict, created_by: str,
+             select: bool = True) -> "_Pending":
+        return cls(cell, _take_change(cell, extension, metadata, created_by, select), audio, extension, metadata,
+                   created_by, select)
 
     def renew_id(self) -> None:
         """A fresh attachment id (and so fresh file names) for this take."""
-        self.change = _take_change(self.cell, self.extension, self.metadata, self.created_by)
+        self.change = _take_change(self.cell, self.extension, self.metadata, self.created_by, self.select)
 
     def file_paths(self, local: bool) -> list[str]:
         """``pointers/`` is what git holds; a local checkout also keeps the real bytes in ``files/``."""
@@ -123,9 +128,9 @@ class _Pending:
         return self.audio.stat().st_size * len(self.file_paths(local)) if self.audio else 0
 
 
-def _take_change(cell: CellRef, extension: str, metadata: dict, created_by: str) -> CellChange:
+def _take_change(cell: CellRef, extension: str, metadata: dict, created_by: str, select: bool) -> CellChange:
     return codex.audio_take_change(cell, audio_id=codex.new_audio_id(), extension=extension, metadata=metadata,
-                                   created_by=created_by)
+                                   created_by=created_by, select=select)
 
 
 def write_generated_takes(
@@ -136,8 +141,10 @@ def write_generated_takes(
 
     Each take gets a unique id, attachment metadata from ``probe_audio``, ``isGenerated: true``, and is
     selected only where the editor plays no translator's take (neither a selected one nor, by its fallback,
-    the newest one). Files go to ``pointers/<SEG>/<id>.<fmt>`` (and
-    ``files/`` too in a local checkout). Undecodable files and files not in ``audio_format`` are skipped.
+    the newest one); a take with ``select=False`` is never selected, and the take that plays today keeps
+    playing (where none does, the editor's fallback plays the new one anyway). Files go to
+    ``pointers/<SEG>/<id>.<fmt>`` (and ``files/`` too in a local checkout). Undecodable files and files not
+    in ``audio_format`` are skipped.
     """
     fmt = audio_format.lower().lstrip(".")
     if fmt not in AUDIO_EXTENSIONS:
@@ -151,13 +158,13 @@ def write_generated_takes(
     pendings: list[_Pending] = []
     progress = Progress(callbacks, "checking generated audio", len(takes))
     progress.update(0)
-    for done, (cell, audio_path) in enumerate(takes, 1):
+    for done, (cell, audio_path, select) in enumerate(takes, 1):
         try:
             info = probe_audio(audio_path)
             if info.format != fmt:
                 result.skipped.add(cell, WRONG_AUDIO_FORMAT, f"{audio_path} is {info.format}, not {fmt}")
             else:
-                pending = _Pending.take(cell, Path(audio_path), fmt, info.attachment_metadata(), author)
+                pending = _Pending.take(cell, Path(audio_path), fmt, info.attachment_metadata(), author, select)
                 while not existing.isdisjoint(pending.file_paths(local)):  # astronomically rare; never overwrite
                     pending.renew_id()
                 pendings.append(pending)

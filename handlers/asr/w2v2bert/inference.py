@@ -4,7 +4,9 @@ Needs ``model.base_checkpoint``: the ``checkpoint_path`` of a finished ASR train
 (``gpu_jobs/job_<id>/model/asr_model.pth.tar``, ours or the earlier worker's), extracted safely. Nothing is
 written when it is missing or unusable. Result: ``cells_transcribed``, ``errors_count``, ``files_modified``
 (the earlier worker's keys), the skip counts, and ``post_corrector_used`` / ``post_corrector`` /
-``post_corrector_skipped`` when the model holds a ``.tm`` post-corrector. See ``transcription.py``.
+``post_corrector_skipped`` when the model holds a ``.tm`` post-corrector. See ``transcription.py``. Then
+the translators' recordings are checked against their text (``recording_check.py``: the ``recordings_*``
+keys and ``audio_text_check.csv``/``.html`` in the job folder; ``inference.check_recordings: false`` skips it).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from handlers.common import ProjectFileMissing, load_notebooks
 from storage import UnsafePath
 
 from .job_inputs import BASE_CHECKPOINT, JobInputError, TranscriptionSettings, failure, fetch_base_checkpoint
+from .recording_check import CheckSettings, check_recordings
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,7 @@ logger = logging.getLogger(__name__)
 def run(job_context, callbacks) -> dict:
     try:
         settings = TranscriptionSettings.from_job(callbacks)
+        check = CheckSettings.from_job(callbacks)
         checkpoint = fetch_base_checkpoint(callbacks, Path(callbacks.get_work_dir()))
         if checkpoint is None:
             return failure(f"An ASR inference job needs {BASE_CHECKPOINT}: the checkpoint_path of a finished ASR "
@@ -37,5 +41,6 @@ def run(job_context, callbacks) -> dict:
     notebooks = load_notebooks(callbacks.scanner)
     # post_corrector_* keys: whether the model's .tm file was used (the earlier worker's SentenceTransmorgrifier
     # models are skipped where their package is not installed)
-    return {"success": True, **transcribe_cells(callbacks, notebooks, model, settings),
-            **scan_post_correctors(model).result_keys()}
+    transcribed = transcribe_cells(callbacks, notebooks, model, settings)
+    checked = check_recordings(callbacks, job_context, notebooks, model, settings, check)
+    return {"success": True, **transcribed, **scan_post_correctors(model).result_keys(), **checked}

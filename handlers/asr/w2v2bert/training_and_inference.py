@@ -3,7 +3,8 @@ and text for every verse cell that has a recording and no text (the inference jo
 
 ``model.base_checkpoint`` is honoured as in training (the earlier worker ignored it in this mode). A worker
 that takes the job over during transcription reuses the uploaded model. See ``training_run.py`` and
-``transcription.py``.
+``transcription.py``. Then the translators' recordings are checked against their text with that model
+(``recording_check.py``), the takes it was trained on marked as such.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from handlers.common import ProjectFileMissing, load_notebooks
 from storage import UnsafePath
 
 from .job_inputs import JobInputError, TranscriptionSettings, failure
+from .recording_check import CheckSettings, check_recordings
 from .training_run import train_model
 from .transcription import load_model, transcribe_cells
 
@@ -23,6 +25,7 @@ def run(job_context, callbacks) -> dict:
     notebooks = load_notebooks(callbacks.scanner)
     try:
         settings = TranscriptionSettings.from_job(callbacks)    # a bad setting fails before hours of training
+        check = CheckSettings.from_job(callbacks)
         trained = train_model(callbacks, job_context, notebooks, inference_follows=True)
         model = load_model(callbacks, trained.archive, "the model this job trained")
     except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
@@ -30,5 +33,6 @@ def run(job_context, callbacks) -> dict:
     # Re-read: the cells that need text are those of the project as it is now, not before training.
     notebooks = load_notebooks(callbacks.scanner)
     transcribed = transcribe_cells(callbacks, notebooks, model, settings)
+    checked = check_recordings(callbacks, job_context, notebooks, model, settings, check)
     callbacks.clear_resume_state()
-    return {"success": True, **trained.result, **transcribed}
+    return {"success": True, **trained.result, **transcribed, **checked}

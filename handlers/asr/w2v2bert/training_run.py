@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 from transformers.utils import logging as hf_logging
 
+from asr.recording_check import TRAINED_TAKES_FILE, TrainedTakes, read_trained_takes
 from asr.training import TRAINER_STATE_FILE, OutputLayout
 from handlers.base import JobInterrupted
 from handlers.common import collect_training_pairs, fetch_project_file, job_paths, upload_job_files
@@ -77,6 +78,7 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
         raise JobInputError("There is nothing to train on: no verse has both text and a usable recording "
                             f"(skipped: {pairs.skipped.summary()})")
     examples = [AsrExample(item.audio_path, item.text, item.cell.cell_id) for item in pairs]
+    model_files = _trained_takes_file(pairs, base_checkpoint)
 
     layout = OutputLayout(resume / OUTPUT_DIR)
     done_before = _epochs_saved(layout)
@@ -88,7 +90,7 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
                  f"training on {len(examples)} verses ({hours:.1f} h of audio)"))
     try:
         trained = train_asr(examples, layout.root, config, on_epoch_end=reporter.epoch_end,
-                            should_stop=reporter.should_stop, device=callbacks.get_device())
+                            should_stop=reporter.should_stop, device=callbacks.get_device(), model_files=model_files)
     except JobInterrupted:
         _save_for_takeover(callbacks, layout)
         raise
@@ -143,6 +145,22 @@ def training_config(job_context: Mapping[str, Any], *, base_checkpoint: Path | N
         return AsrTrainConfig.from_job(job_context, **overrides)
     except (TypeError, ValueError) as exc:
         raise JobInputError(f"The job's settings cannot be used: {exc}") from exc
+
+
+def _trained_takes_file(pairs, base_checkpoint: Path | None):
+    """``train_asr``'s ``model_files``: the model's ``trained_takes.json`` -- the (cell, take) pairs of its
+    training split, plus those its base checkpoint was trained on -- so a recording check can tell the takes
+    the model may have memorised."""
+    take_of = {item.cell.cell_id: item.audio_id for item in pairs}
+    inherited = read_trained_takes(base_checkpoint) if base_checkpoint is not None else None
+
+    def files(train_ids: list[str]) -> dict[str, str]:
+        trained = {(cell_id, take_of[cell_id]) for cell_id in train_ids if cell_id in take_of}
+        if inherited is not None:
+            trained |= inherited.pairs
+        return {TRAINED_TAKES_FILE: TrainedTakes.of(trained).to_json()}
+
+    return files
 
 
 def _epochs_saved(layout: OutputLayout) -> int:

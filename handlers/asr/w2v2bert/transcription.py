@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from transformers.utils import logging as hf_logging
 
-from handlers.common import UNDECODABLE_AUDIO, SkipReport, Transcript, cells_needing_text, write_transcriptions
+from handlers.common import (UNDECODABLE_AUDIO, CellAudio, SkipReport, Transcript, cells_needing_text,
+                             write_transcriptions)
 from inference_w2v2bert_asr import load_transcriber, prepare_model_dir, transcribe
 
 from .job_inputs import MODEL_NAME, SAMPLE_RATE, JobInputError, TranscriptionSettings
@@ -54,27 +55,37 @@ def transcribe_cells(callbacks, notebooks, model_dir: Path, settings: Transcript
     (``cells_transcribed``, ``errors_count``, ``files_modified``, ``skipped_reasons``)."""
     work = Path(callbacks.get_work_dir())
     needing = cells_needing_text(callbacks, notebooks, work, sample_rate=SAMPLE_RATE)
-    total = len(needing)
-    logger.info("%d cell(s) need a transcription", total)
-    failed = SkipReport()
-    transcripts: list[Transcript] = []
-    chunk = settings.batch_size * BATCHES_PER_CHUNK
-    callbacks.heartbeat(message=f"transcribing 0/{total} verses")
-    for start in range(0, total, chunk):
-        items = needing.items[start:start + chunk]
-        errors: dict[int, Exception] = {}
-        texts = transcribe(model_dir, [item.audio_path for item in items], batch_size=settings.batch_size,
-                           device=callbacks.get_device(), suppress_unk=settings.suppress_unk,
-                           unk_replacement=settings.unk_replacement, on_error=errors.__setitem__)
-        for index, (item, text) in enumerate(zip(items, texts)):
-            if index in errors:
-                failed.add(item.cell, UNDECODABLE_AUDIO, str(errors[index]))
-            else:
-                transcripts.append(Transcript(item.cell, text, settings.language))
-        callbacks.heartbeat(message=f"transcribing {start + len(items)}/{total} verses")
+    logger.info("%d cell(s) need a transcription", len(needing))
+    heard, failed = transcribe_audio(callbacks, needing.items, model_dir, settings, "transcribing")
     failed.log("while transcribing")
-    written = write_transcriptions(callbacks, transcripts, model_name=MODEL_NAME)
+    written = write_transcriptions(callbacks, [Transcript(item.cell, text, settings.language) for item, text in heard],
+                                   model_name=MODEL_NAME)
     # errors_count covers every cell that needed text and did not get it, whatever the step.
     written.skipped.extend(needing.skipped)
     written.skipped.extend(failed)
     return written.as_result()
+
+
+def transcribe_audio(callbacks, items: Sequence[CellAudio], model_dir: Path, settings: TranscriptionSettings,
+                     label: str) -> tuple[list[tuple[CellAudio, str]], SkipReport]:
+    """What the model hears in each item's recording, in chunks with a heartbeat after each
+    (``<label> 40/120 verses``, also where a stop surfaces). Returns (item, text) pairs in input order and
+    the items whose audio could not be decoded."""
+    total = len(items)
+    failed = SkipReport()
+    heard: list[tuple[CellAudio, str]] = []
+    chunk = settings.batch_size * BATCHES_PER_CHUNK
+    callbacks.heartbeat(message=f"{label} 0/{total} verses")
+    for start in range(0, total, chunk):
+        part = items[start:start + chunk]
+        errors: dict[int, Exception] = {}
+        texts = transcribe(model_dir, [item.audio_path for item in part], batch_size=settings.batch_size,
+                           device=callbacks.get_device(), suppress_unk=settings.suppress_unk,
+                           unk_replacement=settings.unk_replacement, on_error=errors.__setitem__)
+        for index, (item, text) in enumerate(zip(part, texts)):
+            if index in errors:
+                failed.add(item.cell, UNDECODABLE_AUDIO, str(errors[index]))
+            else:
+                heard.append((item, text))
+        callbacks.heartbeat(message=f"{label} {start + len(part)}/{total} verses")
+    return heard, failed

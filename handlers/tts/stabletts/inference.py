@@ -9,7 +9,9 @@ current recordings, trimmed of silence -- see ``steps.py``. Manifest keys: ``inf
 list names is not spoken where the editor plays a translator's recording; true: it is, and the new take is
 added beside the recording, which stays the one played). Result: ``processed_count``, ``uploaded_count``,
 the skip counts (``skipped_recorded``: listed cells left alone for their recording), ``vocoder``
-(``griffin-lim`` when no Vocos weights were available) and ``voice``.
+(``griffin-lim`` when no Vocos weights were available) and ``voice``. Each generated take is then heard by
+the project's ASR model before it is written back (``listen_check.py``: ``inference.check_with``,
+``inference.max_check_cer``, the ``generated_*`` result keys and ``generated_check.csv``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from handlers.common import load_notebooks
 
+from .listen_check import ListenCheck
 from .steps import (
     USER_ERRORS,
     SynthesisSettings,
@@ -36,6 +39,7 @@ def run(job_context, callbacks) -> dict:
     work = Path(callbacks.get_work_dir())
     try:
         settings = SynthesisSettings.from_job(callbacks)
+        listen = ListenCheck(callbacks, job_context)
         checkpoint = fetch_base_checkpoint(callbacks, work)
         if checkpoint is None:
             return failure("A TTS inference job needs model.base_checkpoint: the checkpoint_path of a finished "
@@ -45,4 +49,5 @@ def run(job_context, callbacks) -> dict:
         reference = voice_reference(callbacks, notebooks, checkpoint_sidecar(checkpoint), work)
     except USER_ERRORS as exc:
         return failure(str(exc))
-    return {"success": True, **synthesise_cells(callbacks, notebooks, voice, reference, settings)}
+    spoken = synthesise_cells(callbacks, notebooks, voice, reference, settings, review=listen)
+    return {"success": True, **spoken, **listen.result}

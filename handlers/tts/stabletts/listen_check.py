@@ -1,0 +1,164 @@
+"""Generated takes checked by listening: the project's ASR model transcribes each take TTS just made, and a
+take it cannot hear as its verse is attached without being selected.
+
+The model: ``inference.check_with`` (a project path to an ``asr_model.pth.tar``), else the ``checkpoint_path``
+of the project's newest completed ASR job. Without one the check is skipped, and the log and the result
+(``generated_check_skipped``) say why; a model named by ``inference.check_with`` that is not in the project
+fails the job before anything is spoken. A take whose CER against its text is above
+``inference.max_check_cer`` (0.6) is attached with ``select=False``: where another take plays today it keeps
+playing, and the result lists the take (``generated_not_selected``). The editor's newest-take fallback still
+plays such a take where the cell has no other one; the list says which cells those are.
+
+Every take checked is a row of ``gpu_jobs/job_<id>/generated_check.csv`` (cell_id, reference, cer,
+asr_text, verse_text, over_max_cer: yes for a take attached without selecting it). Untrusted model archives are extracted and checked as ASR jobs do.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from asr.archive import extract_model_archive
+from asr.recording_check import check_threshold, character_error_rate, model_text_normalization
+from handlers.common import GeneratedTake, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
+from jobs import JobState, describe_jobs
+from storage import UnsafePath, confine_path
+
+from .steps import JobSettingError
+
+logger = logging.getLogger(__name__)
+
+CHECK_WITH = "inference.check_with"
+MAX_CHECK_CER = "inference.max_check_cer"
+DEFAULT_MAX_CER = 0.6
+GENERATED_CSV = "generated_check.csv"
+CSV_COLUMNS = ("cell_id", "reference", "cer", "asr_text", "verse_text", "over_max_cer")
+CHECK_DIR = "listen_check"          # under the work dir
+LISTED = 50                         # takes the result names one by one
+BATCH = 16
+
+
+class ListenCheck:
+    """Built before synthesis (bad settings fail the job at once); called with the generated takes just before
+    they are written back, it returns them with ``select=False`` for those over the threshold. ``result``
+    then holds the result keys."""
+
+    def __init__(self, callbacks, job_context):
+        self.callbacks = callbacks
+        self.job_context = job_context
+        self.field = CHECK_WITH
+        try:
+            self.max_cer = check_threshold(callbacks.get_job_config(MAX_CHECK_CER, DEFAULT_MAX_CER), MAX_CHECK_CER)
+        except ValueError as exc:
+            raise JobSettingError(str(exc)) from None
+        self.model_path = self._named_model()
+        self.why_not = ""
+        self.result: dict[str, Any] = {}
+
+    def _named_model(self) -> str | None:
+        named = self.callbacks.get_job_config(CHECK_WITH)
+        if not named:
+            return None
+        try:
+            path = confine_path(str(named), what=CHECK_WITH)
+        except UnsafePath as exc:
+            raise JobSettingError(f"{CHECK_WITH} cannot be used: {exc}") from None
+        if not self.callbacks.scanner.exists(path):
+            raise JobSettingError(f"{CHECK_WITH} names {path}, which is not in the project")
+        return path
+
+    def _newest_model(self) -> tuple[str | None, str]:
+        """The newest completed ASR job's model, looked up when the takes are ready (training may take hours)."""
+        self.field = "the newest ASR job's checkpoint_path"
+        rows = [row for row in describe_jobs(self.callbacks.scanner)
+                if row.kind.startswith("asr/") and row.state == JobState.COMPLETED.value
+                and isinstance((row.result or {}).get("checkpoint_path"), str)]
+        if not rows:
+            return None, "no completed ASR model in the project: generated takes were not checked by listening"
+        newest = max(rows, key=lambda row: (row.ended is not None, row.ended or 0))
+        return str(newest.result["checkpoint_path"]), ""
+
+    def __call__(self, takes: Sequence[GeneratedTake]) -> list[GeneratedTake]:
+        takes = [GeneratedTake(*take) for take in takes]
+        if not takes:
+            return takes
+        if self.model_path is None:
+            self.model_path, self.why_not = self._newest_model()
+        model_dir = self._load_model() if self.model_path else None
+        if model_dir is None:
+            logger.warning("%s", self.why_not)
+            self.result = {"generated_check_skipped": self.why_not}
+            return takes
+        from inference_w2v2bert_asr import transcribe  # torch is loaded already; transformers only now
+
+        normalization = model_text_normalization(model_dir)
+        texts: list[str] = []
+        errors: dict[int, Exception] = {}
+        for start in range(0, len(takes), BATCH):
+            self.callbacks.heartbeat(message=f"listening to generated takes {start}/{len(takes)}")
+            part = takes[start:start + BATCH]
+            texts += transcribe(model_dir, [t.audio_path for t in part], batch_size=BATCH,
+                                device=self.callbacks.get_device(),
+                                on_error=lambda i, exc, s=start: errors.__setitem__(s + i, exc))
+        checked: list[GeneratedTake] = []
+        rows: list[dict[str, str]] = []
+        unselected: list[str] = []
+        still_played: list[str] = []
+        for index, (take, heard) in enumerate(zip(takes, texts)):
+            cer = None if index in errors else character_error_rate(take.cell.text, heard, normalization)
+            over = cer is not None and cer > self.max_cer
+            name = take.cell.reference or take.cell.cell_id
+            if over:
+                unselected.append(name)
+                if take.cell.audio_take is None:    # no other take: the editor's fallback plays ours anyway
+                    still_played.append(name)
+            checked.append(take._replace(select=take.select and not over))
+            rows.append({"cell_id": take.cell.cell_id, "reference": take.cell.reference or "",
+                         "cer": "" if cer is None else f"{cer:.4f}", "asr_text": heard, "verse_text": take.cell.text,
+                         "over_max_cer": "yes" if over else "no"})
+        for index, exc in errors.items():
+            logger.warning("Could not listen to the generated take of %s: %s", takes[index].cell.cell_id, exc)
+        self._upload(rows)
+        scored = sum(1 for r in rows if r["cer"])
+        self.result = {"generated_checked": scored, "generated_over_max_cer": len(unselected),
+                       "max_check_cer": self.max_cer, "generated_check_model": self.model_path,
+                       "generated_check_report": job_paths(self.job_context).inside(GENERATED_CSV)}
+        if unselected:
+            self.result["generated_not_selected"] = unselected[:LISTED]
+        if still_played:
+            self.result["generated_not_selected_but_only_take"] = still_played[:LISTED]
+        logger.info("Listened to %d generated take(s) with %s: %d over CER %.2f attached without selecting them",
+                    scored, self.model_path, len(unselected), self.max_cer)
+        return checked
+
+    def _load_model(self) -> Path | None:
+        """The checking model's folder, extracted and checked; None (with ``why_not``) when it is unusable."""
+        from asr.model import ModelFolderError, check_model_folder
+
+        work = Path(self.callbacks.get_work_dir()) / CHECK_DIR
+        shutil.rmtree(work, ignore_errors=True)
+        what = f"the ASR model {self.model_path}"
+        try:
+            archive = fetch_project_file(self.callbacks, self.model_path, work / "archive" / Path(self.model_path).name,
+                                         field=self.field)
+            folder = extract_model_archive(archive, work / "model")
+            check_model_folder(folder)
+        except (ProjectFileMissing, UnsafePath, ModelFolderError, ValueError, OSError) as exc:
+            self.why_not = f"{what} cannot be used, so generated takes were not checked by listening: {exc}"
+            logger.warning("%s", self.why_not, exc_info=True)
+            return None
+        return folder
+
+    def _upload(self, rows: list[dict[str, str]]) -> None:
+        local = Path(self.callbacks.get_work_dir()) / CHECK_DIR / GENERATED_CSV
+        local.parent.mkdir(parents=True, exist_ok=True)
+        ordered = sorted(rows, key=lambda r: -float(r["cer"] or -1))
+        with local.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(ordered)
+        upload_job_files(self.callbacks, {job_paths(self.job_context).inside(GENERATED_CSV): local},
+                         "StableTTS: generated takes checked by listening")
