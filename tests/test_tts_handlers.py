@@ -100,7 +100,8 @@ def test_training_uploads_a_plain_checkpoint_its_sidecar_and_the_metrics(demo_ru
     assert all(isinstance(v, torch.Tensor) for v in state.values()) and "fake_speaker" in state
     sidecar = json.loads(env.read_file(f"{folder}/best_model.json"))
     frontend = {k: v for k, v in sidecar["frontend"].items() if k != "reason"}
-    assert frontend == {"kind": "phonemes", "language": "rus", "espeak_voice": "ru"}  # metadata.json
+    # metadata.json's tag, shown to be the Cyrillic verses' language: espeak reads them, numbers as Russian words
+    assert frontend == {"kind": "phonemes", "language": "rus", "espeak_voice": "ru", "numbers": "ru"}
     assert sidecar["frontend"]["reason"] == result["frontend_reason"]  # the demo's Russian + English verses:
     assert "ru reads this Cyrillic text and switches to en for the Latin text" in result["frontend_reason"]
     assert sidecar["extra"]["training"]["epochs"] == TEST_EPOCHS and sidecar["extra"]["training"]["preset"] == "tiny"
