@@ -47,7 +47,7 @@ def generated_takes(cell: dict) -> set[str]:
     return {k for k, a in cell["metadata"]["attachments"].items() if a.get("isGenerated")}
 
 
-def synthesise(project, work, monkeypatch, inference: dict) -> dict:
+def synthesize(project, work, monkeypatch, inference: dict) -> dict:
     """steps.synthesise_cells with the voice replaced by tones: selection, write-back and the result keys."""
     steps = pytest.importorskip("handlers.tts.stabletts.steps")
 
@@ -58,7 +58,8 @@ def synthesise(project, work, monkeypatch, inference: dict) -> dict:
 
     monkeypatch.setattr(steps, "synthesize_iter", tones)
     callbacks, _ = inline_callbacks(project.store, work, {"inference": inference})
-    voice = SimpleNamespace(frontend=SimpleNamespace(kind="tones"), vocoder_name="none")
+    frontend = SimpleNamespace(kind="tones", unspeakable=lambda texts: [[] for _ in texts])  # speaks everything
+    voice = SimpleNamespace(frontend=frontend, vocoder_name="none")
     return steps.synthesise_cells(callbacks, load_notebooks(callbacks.scanner), voice,
                                   steps.Reference(None, "tones"), steps.SynthesisSettings())
 
@@ -71,7 +72,7 @@ def test_a_recording_the_editor_plays_is_never_displaced_by_a_generated_take(pro
     assert before["GEN 1:3"]["metadata"]["selectedAudioId"] and not before["GEN 1:4"]["metadata"]["attachments"]
     listed = {"include_verses": ["GEN 1:2", "GEN 1:3", "GEN 1:4"]}
 
-    result = synthesise(project, tmp_path / "first", monkeypatch, listed)
+    result = synthesize(project, tmp_path / "first", monkeypatch, listed)
     assert (result["uploaded_count"], result["skipped_recorded"]) == (1, 2)
     assert result["skipped_reasons"] == {"already recorded": 2}
     after = by_reference(project.notebook("GEN"))
@@ -79,7 +80,7 @@ def test_a_recording_the_editor_plays_is_never_displaced_by_a_generated_take(pro
     assert current_take(after["GEN 1:4"]["metadata"]) in generated_takes(after["GEN 1:4"])
 
     # Asked to speak recorded cells too: new takes beside the recordings, which the editor still plays.
-    result = synthesise(project, tmp_path / "second", monkeypatch, {**listed, "replace_recorded": True})
+    result = synthesize(project, tmp_path / "second", monkeypatch, {**listed, "replace_recorded": True})
     assert (result["uploaded_count"], result["skipped_recorded"]) == (3, 0)
     after = by_reference(project.notebook("GEN"))
     for ref in ("GEN 1:2", "GEN 1:3"):
