@@ -50,8 +50,10 @@ import requests
 
 from git_lfs import (GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, large_result, parse_lfs_pointer, pointer_text,
                      tracking_actions)
+from jobs import MANIFEST_PATH  # the source serves the projects that hold the protocol's manifest
 from storage import (
     AccessDenied,
+    CommitTooLarge,
     FileAction,
     FileAlreadyExists,
     FileMissing,
@@ -69,7 +71,6 @@ from worker_logging import REDACTOR
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "GITLAB_TOKEN"
-MANIFEST_PATH = "gpu_jobs/manifest.yaml"
 COMMIT_TRAILER = "Worker-Commit-Id"
 # GitLab 18.7+ refuses commit request bodies over 300 MB with 413.
 GITLAB_MAX_BODY_BYTES = 300 * 1000 * 1000
@@ -101,10 +102,6 @@ class GitLabUnavailable(GitLabError, StorageUnavailable):
 
 class CommitOutcomeUnknown(GitLabUnavailable):
     """A commit's answer was lost and GitLab could not be asked whether it landed. Do not assume either."""
-
-
-class CommitTooLarge(ValueError):
-    """The commit request would exceed the body cap; the caller must split the actions (``max_commit_bytes``)."""
 
 
 class _NotFound(Exception):

@@ -57,10 +57,10 @@ from codex import (
 )
 from preprocess_audio import DEFAULT_MAX_SECONDS, ENCODE_FORMATS, AudioError, convert_audio, load_audio
 from storage import ProjectStore, StorageError
+from stores import DEFAULT_GITLAB_URL, open_project
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GITLAB_URL = "https://git.genesisrnd.com"
 METADATA_COLUMNS = ("file_name", "transcription", "cell_id", "reference", "notebook")
 SKIPPED_COLUMNS = ("notebook", "cell_id", "reference", "reason", "detail")
 AUDIO_FORMATS = ("copy",) + ENCODE_FORMATS
@@ -400,10 +400,8 @@ def open_project_store(config: dict[str, Any], local: Path | None = None) -> Pro
             raise ExportError("source_mode is local but local_repo_path is not set")
         local = Path(config["local_repo_path"])
     if local is not None:
-        from local_jobs import LocalProjectStore
-
         try:
-            return LocalProjectStore(local)
+            return open_project(local)
         except FileNotFoundError as exc:
             raise ExportError(str(exc)) from exc
     gitlab = config.get("gitlab") or {}
@@ -413,14 +411,8 @@ def open_project_store(config: dict[str, Any], local: Path | None = None) -> Pro
         raise ExportError("no project: give --local DIR, or gitlab.project_id in the config")
     if not token:
         raise ExportError("no GitLab token: set gitlab.access_token in the config or $GITLAB_TOKEN")
-    return _open_gitlab_store(str(gitlab.get("server_url") or DEFAULT_GITLAB_URL), token, str(project))
-
-
-def _open_gitlab_store(server_url: str, token: str, project: str) -> ProjectStore:
-    # Imported here: python-gitlab is only needed when a GitLab project is exported.
-    from gitlab_jobs import GitLabProjectStore
-
-    return GitLabProjectStore(server_url, project, token=token)
+    server_url = str(gitlab.get("server_url") or DEFAULT_GITLAB_URL)
+    return open_project(project=str(project), token=token, gitlab_url=server_url)
 
 
 def _romanizer(config: dict[str, Any]) -> Callable[[str], str] | None:

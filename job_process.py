@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 import jobs
 from handler_discovery import load_handler
-from storage import FileAction, StorageError, StorageUnavailable, StoreSpec, open_store
+from storage import FileAction, StorageError, StorageUnavailable, StoreSpec
+from stores import open_store
 from job_messages import (FINAL_MESSAGES, CommitDone, CommitRequest, HandlerResult, HandlerStopped, JobInterrupted,
                           Progress, StopKind, StopRequest, portable_error)
 from worker_logging import REDACTOR, JobLogFile, OutputRelay, configure_logging, redacted_data

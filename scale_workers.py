@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 import fleet
+from stores import DEFAULT_GITLAB_URL, open_source
 from worker_logging import REDACTOR, configure_logging
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 @click.option("--token", envvar="GITLAB_TOKEN", show_envvar=True, default=None,
               help="The workers' GitLab token: counts the queue and is handed to launched workers as a "
                    "SkyPilot secret (never logged). Not needed with --local.")
-@click.option("--gitlab-url", envvar="GITLAB_URL", show_envvar=True, default="https://git.genesisrnd.com",
+@click.option("--gitlab-url", envvar="GITLAB_URL", show_envvar=True, default=DEFAULT_GITLAB_URL,
               show_default=True, help="GitLab server the workers poll.")
 @click.option("--local", "local_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Count the jobs of a Codex project folder instead of GitLab (repeatable).")
@@ -81,15 +82,9 @@ def main(token, gitlab_url, local_paths, min_workers, max_workers, jobs_per_work
 
 
 def _source(local_paths, token, gitlab_url):
-    if local_paths:
-        from local_jobs import LocalSource
-
-        return LocalSource(local_paths)
-    if not token:
+    if not local_paths and not token:
         raise click.UsageError("no GitLab token: pass --token or set GITLAB_TOKEN, or count a folder with --local")
-    from gitlab_jobs import GitLabSource
-
-    return GitLabSource(gitlab_url, token)
+    return open_source(local_paths, token, gitlab_url)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 A ``ProjectStore`` is one Codex project as the worker sees it: files it can read (each with an opaque
 *version*), folders it can list, and atomic multi-file commits with two preconditions git servers give us:
 "create only if absent" and "update only if unchanged since version V". The job protocol (``jobs.py``) is
-written once against this interface; ``local_jobs.py`` (a folder on disk) and ``gitlab_jobs.py`` (a GitLab
-project) only implement storage.
+written once against this interface; ``local_store.py`` (a folder on disk) and ``gitlab_jobs.py`` (a GitLab
+project) only implement storage. They import this module; in the program only ``stores.py`` imports them,
+so the imports form no circle.
 
 Paths are always project-relative POSIX paths. Anything that comes from a manifest goes through
 ``confine_path`` first, so ``../`` and absolute paths can never leave the project.
@@ -58,6 +59,11 @@ class StorageUnavailable(StorageError):
 
 class FileMissing(StorageError):
     """An ``update``/``delete`` named a file that does not exist."""
+
+
+class CommitTooLarge(StorageError):
+    """A commit is over what its backend accepts in one request (GitLab's body cap); nothing was changed.
+    The caller splits the actions (``ProjectStore.max_commit_bytes``)."""
 
 
 class UnsafePath(ValueError):
@@ -182,7 +188,7 @@ class ProjectStore(ABC):
 
     @abstractmethod
     def spec(self) -> StoreSpec:
-        """A picklable description from which ``open_store`` rebuilds this store elsewhere."""
+        """A picklable description from which ``stores.open_store`` rebuilds this store elsewhere."""
 
     @abstractmethod
     def read(self, path: str) -> FileVersion | None:
@@ -220,8 +226,8 @@ class ProjectStore(ABC):
     def commit(self, actions: Sequence[FileAction], message: str) -> str:
         """Apply all actions atomically or none; return an id for the new state.
 
-        Raises ``FileAlreadyExists``, ``VersionConflict`` or ``FileMissing`` when a precondition fails,
-        in which case nothing was changed.
+        Raises ``FileAlreadyExists``, ``VersionConflict`` or ``FileMissing`` when a precondition fails, and
+        ``CommitTooLarge`` when the backend cannot take it in one request; in each case nothing was changed.
         """
 
     def exists(self, path: str) -> bool:
@@ -229,19 +235,6 @@ class ProjectStore(ABC):
 
     def close(self) -> None:
         """Release network sessions and the like."""
-
-
-def open_store(spec: StoreSpec) -> ProjectStore:
-    """Rebuild a store from its spec (used in job child processes)."""
-    if spec.kind == "local":
-        from local_jobs import LocalProjectStore
-
-        return LocalProjectStore.from_spec(spec)
-    if spec.kind == "gitlab":
-        from gitlab_jobs import GitLabProjectStore
-
-        return GitLabProjectStore.from_spec(spec)
-    raise ValueError(f"unknown store kind {spec.kind!r}")
 
 
 class ProjectSource(ABC):

@@ -22,12 +22,11 @@ import click
 
 from job_process import ChildSettings, ExecutionSettings
 from storage import StorageError
+from stores import DEFAULT_GITLAB_URL, open_source
 from worker import Worker, WorkerConfig
 from worker_logging import REDACTOR, configure_logging
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_GITLAB_URL = "https://git.genesisrnd.com"
 
 
 def default_worker_id() -> str:
@@ -185,18 +184,14 @@ def _parse_gpus(value: str) -> list[str]:
 
 
 def _build_source(local_paths, token, gitlab_url):
-    if local_paths:
-        from local_jobs import LocalSource
-
-        return LocalSource(local_paths)
-    if not token:
-        raise click.UsageError("no GitLab token: pass --token or set GITLAB_TOKEN, or serve a folder with --local PATH")
-    # Children (job processes) read the token from the environment; it never travels in arguments.
-    os.environ["GITLAB_TOKEN"] = token
-    REDACTOR.add(token)
-    from gitlab_jobs import GitLabSource
-
-    return GitLabSource(gitlab_url, token)
+    if not local_paths:
+        if not token:
+            raise click.UsageError("no GitLab token: pass --token or set GITLAB_TOKEN, or serve a folder with "
+                                   "--local PATH")
+        # Children (job processes) read the token from the environment; it never travels in arguments.
+        os.environ["GITLAB_TOKEN"] = token
+        REDACTOR.add(token)
+    return open_source(local_paths, token, gitlab_url)
 
 
 JOB_COLUMNS = ("project", "job", "type/mode", "state", "worker", "epochs", "last update", "message")

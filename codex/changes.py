@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
+import storage
 from storage import FileAction, FileMissing, FileVersion, ProjectStore, VersionConflict
 
 from .cells import is_deleted_cell, non_text_value, value_edits
@@ -258,8 +259,9 @@ class CommitReport(ApplyReport):
     notebooks: list[str] = field(default_factory=list)   # notebooks the commit rewrote
 
 
-class CommitTooLarge(ValueError):
-    """The commit, once applied to the newest notebooks, is over the caller's byte limit (split it)."""
+class CommitTooLarge(storage.CommitTooLarge):
+    """The commit, once applied to the newest notebooks, is over the caller's byte limit (split it).
+    Its own class: a caller that splits on it must not mistake the backend's refusal of one change for it."""
 
 
 ExtraActions = Union[Sequence[FileAction], Callable[[list[CellChange]], Sequence[FileAction]]]

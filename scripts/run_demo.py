@@ -21,14 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 from demo_report import JOB_COLUMNS, job_row, write_report  # noqa: E402
 from jobs import describe_jobs  # noqa: E402
-from local_jobs import LocalProjectStore  # noqa: E402
 from make_demo_project import spoken_verses  # noqa: E402
+from stores import open_project  # noqa: E402
 from worker_entry import render_table  # noqa: E402
 
 
 def job_table(project: Path) -> str:
     """The jobs of the project as a plain-text table."""
-    rows = [job_row(row) for row in describe_jobs(LocalProjectStore(project))]
+    rows = [job_row(row) for row in describe_jobs(open_project(project))]
     return render_table(JOB_COLUMNS, rows, max_width=110)
 
 
@@ -56,7 +56,7 @@ def main() -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(args.source, project)
-    print(f"Demo project copied to {project}; running the worker on it (jobs use the tiny presets).", flush=True)
+    print(f"Demo project copied to {project}; running the worker on it (small CPU models: a few minutes).", flush=True)
     started = time.monotonic()
     command = [sys.executable, str(ROOT / "worker_entry.py"), "--local", str(project), "--loop-interval", "-1",
                "--work-dir", str(args.out / "work"), "--worker-id", "demo-worker", "--device", args.device,

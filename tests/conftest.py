@@ -16,9 +16,10 @@ TEST_HANDLERS = Path(__file__).resolve().parent / "handlers"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import jobs  # noqa: E402
 from jobs import format_time, utc_now  # noqa: E402
 from job_process import ChildSettings, ExecutionSettings  # noqa: E402
-from local_jobs import LocalProjectStore, LocalSource  # noqa: E402
+from local_store import LocalProjectStore, LocalSource  # noqa: E402
 from project_env import ProjectEnv  # noqa: E402
 from worker import Worker, WorkerConfig  # noqa: E402
 from gitlab_fixtures import (  # noqa: E402,F401  (fixtures for the GitLab tests)
@@ -95,15 +96,45 @@ def local_env(tmp_path) -> LocalEnv:
     return LocalEnv(tmp_path / "project")
 
 
-@pytest.fixture(params=["local", "gitlab"])
-def env(request, tmp_path):
-    """The project under test, on each backend: a folder on disk, and a project on the GitLab test server."""
+def project_env(request, tmp_path):
+    """The project of a test parametrised by backend (``request.param``): a folder on disk, or a project on
+    the GitLab test server."""
     if request.param == "gitlab":
         yield request.getfixturevalue("gitlab_env")
         return
     environment = LocalEnv(tmp_path / "project")
     yield environment
     environment.close()
+
+
+@pytest.fixture(params=["local", pytest.param("gitlab", marks=pytest.mark.slow)])
+def env(request, tmp_path):
+    """The project under test, on each backend. The GitLab half is marked slow: ``make test-fast`` runs every
+    case on the folder, and the store contract (test_store_contract.py) on both backends, which is what lets
+    one backend stand for the other in the edit loop; ``make test`` runs both."""
+    yield from project_env(request, tmp_path)
+
+
+class ProtocolClock:
+    """The protocol's clock (``jobs.utc_now``) in the test's process, moved forward by hand: where time
+    passing is the point (a timeout, a lease running out), a test jumps instead of waiting. Job processes
+    keep the real clock; they never judge time themselves (the worker's keeper does)."""
+
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    def __call__(self):
+        return utc_now() + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@pytest.fixture
+def protocol_clock(monkeypatch) -> ProtocolClock:
+    clock = ProtocolClock()
+    monkeypatch.setattr(jobs, "utc_now", clock)
+    return clock
 
 
 def fast_config(tmp_path: Path, worker_id: str = "worker-a", **overrides: Any) -> WorkerConfig:

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT, LocalEnv
 from gitlab_fixtures import GitLabEnv
-from local_jobs import LocalProjectStore
+from local_store import LocalProjectStore
 
 DEMO = ROOT / "examples" / "demo_project"
 BOOKS = ("GEN", "JHN")

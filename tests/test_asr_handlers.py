@@ -19,6 +19,8 @@ import yaml
 from conftest import fast_config, run_worker, run_worker_in_thread, tar_file, tar_link, write_tar
 from demo_env import BOOKS, DEMO, DemoProject, current_take, reference
 
+pytestmark = pytest.mark.slow  # each test trains or transcribes with the demo project: 10 s to 2 min on 2 cores
+
 METRICS_HEADER = "epoch,train_total_loss,val_total_loss,val_wer,val_cer"
 AUTHOR = "ASR W2V2BERT"
 NEEDING_TEXT = ("GEN 1:6", "GEN 1:13", "GEN 1:19", "JHN 1:5", "JHN 1:10", "JHN 1:16")   # audio, no text
@@ -48,6 +50,9 @@ def demo_asr_jobs() -> list[dict]:
     for job in jobs:
         if "epochs" in job:
             job["epochs"] = TEST_EPOCHS
+        job["model"]["preset"] = "tiny"  # the demo's preset and schedule learn, in minutes; tiny runs every step
+        for key in ("batch_size", "gradient_accumulation_steps", "learning_rate"):
+            job.pop(key, None)
     return jobs
 
 

@@ -28,6 +28,7 @@ def offline(monkeypatch):
     block_network(monkeypatch)
 
 
+# The tests using it are marked slow: it trains a tiny model for 10 epochs (~8 s on 2 shared cores).
 @pytest.fixture(scope="module")
 def model_archive(tmp_path_factory):
     out = tmp_path_factory.mktemp("asr_model")
@@ -47,6 +48,7 @@ def fresh_clips():
     return synthetic_examples(24, seed=7)
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one_and_keeps_input_order(model_archive, fresh_clips):
     waves = [e.audio for e in fresh_clips]
     batched = inference.transcribe(model_archive, waves, batch_size=8, device="cpu")
@@ -58,6 +60,7 @@ def test_batched_equals_one_by_one_and_keeps_input_order(model_archive, fresh_cl
     assert stats.items == 1  # the last call was one clip
 
 
+@pytest.mark.slow
 def test_padding_in_a_batch_does_not_change_a_clips_logits(model_archive, fresh_clips):
     transcriber = inference.load_transcriber(model_archive, device="cpu")
     model = transcriber.model.float().eval()
@@ -78,6 +81,7 @@ def test_padding_in_a_batch_does_not_change_a_clips_logits(model_archive, fresh_
     assert torch.allclose(alone[:n], padded[:n], atol=1e-4)  # the last frames too (adapter padding guard)
 
 
+@pytest.mark.slow
 def test_length_sorted_batches_pad_little(model_archive, fresh_clips):
     transcriber = inference.load_transcriber(model_archive, device="cpu")
     transcriber.transcribe([e.audio for e in fresh_clips], batch_size=8)
@@ -88,6 +92,7 @@ def test_length_sorted_batches_pad_little(model_archive, fresh_clips):
     assert stats.padding_overhead < unsorted
 
 
+@pytest.mark.slow
 def test_long_recording_in_chunks_matches_its_parts(model_archive, fresh_clips):
     parts = fresh_clips[:10]
     space = synth_speech(" ", seed=99, edge_seconds=0.0)  # the sound the model reads as a word break
@@ -105,6 +110,7 @@ def test_long_recording_in_chunks_matches_its_parts(model_archive, fresh_clips):
     assert jiwer.cer(joined, whole) < 0.05
 
 
+@pytest.mark.slow
 def test_windows_tile_the_recording_exactly(model_archive):
     transcriber = inference.load_transcriber(model_archive, device="cpu")
     transcriber.options = DecodeOptions(chunk_length_s=2.0, stride_length_s=0.4)
@@ -117,6 +123,7 @@ def test_windows_tile_the_recording_exactly(model_archive):
     assert kept == 200  # one logit frame per 40 ms, none lost or repeated
 
 
+@pytest.mark.slow
 def test_paths_and_arrays_give_the_same_text(model_archive, fresh_clips, tmp_path):
     paths = []
     for i, e in enumerate(fresh_clips[:4]):
@@ -127,6 +134,7 @@ def test_paths_and_arrays_give_the_same_text(model_archive, fresh_clips, tmp_pat
     assert inference.transcribe(model_archive, paths, device="cpu") == from_arrays
 
 
+@pytest.mark.slow
 def test_a_bad_file_fails_alone_when_errors_are_collected(model_archive, fresh_clips, tmp_path):
     bad = tmp_path / "lfs-pointer.webm"
     bad.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n")
@@ -160,6 +168,7 @@ def test_webm_opus_is_decoded_and_resampled(tmp_path):
     assert abs(len(decoded) - len(wave)) < 0.05 * 16000
 
 
+@pytest.mark.slow
 def test_post_corrector_applied_only_when_marked_useful(model_archive, fresh_clips, tmp_path):
     folder = extract_model_archive(model_archive, tmp_path / "model")
     waves = [e.audio for e in fresh_clips[:6]]
@@ -179,6 +188,7 @@ def test_unk_rendering_follows_options():
     assert DecodeOptions(suppress_unk=False).render_unk("ab\ufffdc") == "ab[UNK]c"
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_per_file(model_archive, fresh_clips, tmp_path):
     paths = []
     for i, e in enumerate(fresh_clips[:2]):
@@ -217,6 +227,7 @@ def test_unsafe_archives_are_refused(tmp_path, member, reason):
     assert not any(dest.iterdir())  # what was extracted before the hostile member is removed
 
 
+@pytest.mark.slow
 def test_archive_round_trip_in_both_layouts(model_archive, tmp_path):
     folder = extract_model_archive(model_archive, tmp_path / "flat")
     assert folder == tmp_path / "flat" and (folder / "config.json").is_file()

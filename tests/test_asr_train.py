@@ -28,6 +28,7 @@ def offline(monkeypatch):
     block_network(monkeypatch)
 
 
+# The tests using it are marked slow: it trains a tiny model for 10 epochs (~8 s on 2 shared cores).
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One full run: 64 clips, validation + test splits, post-correction on; callbacks recorded."""
@@ -50,6 +51,7 @@ def trained(tmp_path_factory):
     return result, calls, out
 
 
+@pytest.mark.slow
 def test_training_lowers_the_ctc_loss_clearly(trained):
     result, _, _ = trained
     losses = [row["train_total_loss"] for row in result.train_metrics]
@@ -58,6 +60,7 @@ def test_training_lowers_the_ctc_loss_clearly(trained):
     assert result.best_epoch == min(result.train_metrics, key=lambda r: r["val_cer"])["epoch"]
 
 
+@pytest.mark.slow
 def test_metrics_file_has_exact_columns_and_one_row_per_epoch(trained):
     result, calls, out = trained
     path = out / "checkpoint" / "training_metrics.csv"
@@ -73,6 +76,7 @@ def test_metrics_file_has_exact_columns_and_one_row_per_epoch(trained):
     assert result.epochs_completed == 10 and not result.stopped
 
 
+@pytest.mark.slow
 def test_archive_holds_model_processor_and_post_corrector(trained, tmp_path):
     result, _, out = trained
     assert result.checkpoint_path == out / "model" / "asr_model.pth.tar"
@@ -173,6 +177,7 @@ def test_exceptions_from_the_progress_hook_propagate(tmp_path):
         train_asr(synthetic_examples(6, seed=2), tmp_path, config, on_epoch_end=on_epoch_end, device="cpu")
 
 
+@pytest.mark.slow
 def test_base_checkpoint_vocabulary_is_extended_not_renumbered(trained, tmp_path):
     result, _, _ = trained
     old_dir = extract_model_archive(result.checkpoint_path, tmp_path / "old")

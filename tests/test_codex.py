@@ -27,7 +27,7 @@ from codex import (  # noqa: E402
     select_take,
     transcription_change,
 )
-from local_jobs import LocalProjectStore  # noqa: E402
+from local_store import LocalProjectStore  # noqa: E402
 from storage import VersionConflict  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo_project"
@@ -706,7 +706,7 @@ def test_training_pairs_never_include_our_own_output():
     validated["metadata"]["id"] = "MAT 1:4"
     validated["metadata"]["edits"][-1]["validatedBy"] = [{"username": "ana"}]
     nb = codex.parse_notebook(notebook_text([cell("MAT 1:1", "spoken", attachments=human_take),
-                                             cell("MAT 1:2", "synthesised", attachments=generated),
+                                             cell("MAT 1:2", "synthesized", attachments=generated),
                                              asr_text, validated]), "files/target/MAT.codex")
     selection = codex.select_training_pairs([nb])
     assert [c.cell_id for c in selection.cells] == ["MAT 1:1", "MAT 1:4"]

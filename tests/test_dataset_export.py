@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codex  # noqa: E402
 from gitlab_to_hf_dataset import ExportOptions, cli, explore_project, export_dataset  # noqa: E402
-from local_jobs import LocalProjectStore  # noqa: E402
+from local_store import LocalProjectStore  # noqa: E402
 from preprocess_audio import encode_audio, load_audio, probe_audio  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo_project"

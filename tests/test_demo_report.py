@@ -31,7 +31,7 @@ import demo_report  # noqa: E402
 import make_demo_project  # noqa: E402
 from handlers.common import ASR_METRICS_COLUMNS, TTS_METRICS_COLUMNS, MetricsLog, job_paths  # noqa: E402
 from jobs import JobState, claim_job, finish_job, read_manifest  # noqa: E402
-from local_jobs import LocalProjectStore  # noqa: E402
+from local_store import LocalProjectStore  # noqa: E402
 from storage import FileAction  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not DEMO.is_dir(), reason="examples/demo_project not generated")

@@ -14,7 +14,7 @@ import pytest
 
 import job_messages
 from handlers.base import JobCallbacks, JobInterrupted
-from local_jobs import LocalProjectStore
+from local_store import LocalProjectStore
 from storage import StorageError
 
 ROOT = Path(__file__).resolve().parents[1]

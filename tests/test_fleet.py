@@ -18,7 +18,7 @@ import fleet
 from conftest import LocalEnv, make_job
 from fleet import FleetSettings, FleetWorker, QueueCount, plan_fleet
 from jobs import JobResponse, JobState, format_time, utc_now
-from local_jobs import LocalSource
+from local_store import LocalSource
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET_PYTHON = ROOT / ".venv-fleet" / "bin" / "python"
@@ -202,6 +202,7 @@ def _run_driver(args: list[str], records: list[dict], env_extra: dict[str, str])
     return lines[:-1], calls
 
 
+@pytest.mark.slow  # real SkyPilot in its own venv, started as a process: ~6 s on 2 cores
 def test_a_cycle_against_the_gitlab_test_server_launches_what_the_queue_needs(gitlab_env):
     """The whole cycle in the fleet's venv: our task file loaded and validated by SkyPilot, the queue read from
     the GitLab test server through GitLabSource, the plan printed, the launches made with the token as a secret
@@ -233,6 +234,7 @@ def test_a_cycle_against_the_gitlab_test_server_launches_what_the_queue_needs(gi
     assert token not in "\n".join(lines)
 
 
+@pytest.mark.slow  # real SkyPilot in its own venv, started as a process: ~6 s on 2 cores
 def test_our_task_file_is_valid_for_skypilot_and_drains_by_default_in_the_fleet(tmp_path):
     """SkyPilot's own loader reads skypilot_worker.yaml (a broken key fails here, not on a rented GPU), and a
     task file SkyPilot refuses makes the cycle fail with SkyPilot's message."""

@@ -40,6 +40,7 @@ def _generated_takes(notebook: dict) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow  # a whole job (download, train, write back) through an unreliable server: 7-13 s each
 @pytest.mark.parametrize("faults", ["5xx=0.15", "429=0.15", "reset=0.08", "slow=0.1"])
 def test_shaped_job_under_faults(gitlab_server, tmp_path, record_dir, faults):
     job = make_job("shaped1", model={"type": "Shaped"}, mode="training_and_inference", shaped={"wait": True})

@@ -34,7 +34,8 @@ from gitlab_jobs import (
     GitLabUnavailable,
 )
 from git_lfs import LfsRules
-from storage import FileAction, FileAlreadyExists, FileMissing, StoreSpec, VersionConflict, open_store
+from storage import FileAction, FileAlreadyExists, FileMissing, StoreSpec, VersionConflict
+from stores import open_store
 
 AUDIO = ".project/attachments/pointers/MAT"
 COMMITS = "POST /projects/:id/repository/commits"

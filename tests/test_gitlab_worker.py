@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import ROOT, TEST_HANDLERS, executions, make_job
@@ -31,6 +32,7 @@ def response(server, project, job_id):
     return yaml.safe_load(raw) if raw else None
 
 
+@pytest.mark.slow  # eight worker processes racing over one GitLab: ~19 s on 2 cores
 def test_eight_workers_twenty_jobs_three_projects_exactly_once(gitlab_server, tmp_path, record_dir):
     projects = {}
     minute = 60

@@ -40,7 +40,7 @@ from handlers.common import (
     upload_job_files,
     write_generated_takes,
 )
-from local_jobs import LocalProjectStore
+from local_store import LocalProjectStore
 from preprocess_audio import encode_audio, probe_audio
 from storage import StorageError, UnsafePath
 

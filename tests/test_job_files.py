@@ -18,7 +18,7 @@ import yaml
 from conftest import LocalEnv, fast_config, make_job, run_worker, run_worker_in_thread
 from jobs import claim_job, parse_manifest
 from job_process import ExecutionSettings, JobExecution
-from local_jobs import LocalProjectStore
+from local_store import LocalProjectStore
 from worker import Worker
 
 METRICS = "checkpoint/training_metrics.csv"
@@ -221,6 +221,7 @@ TRAININGS = {"tts": {"job_type": "tts", "model": {"type": "StableTTS", "preset":
              "asr": {"job_type": "asr", "model": {"type": "W2V2BERT", "preset": "tiny"}, "epochs": 6}}
 
 
+@pytest.mark.slow  # a real tiny TTS / ASR training through the worker: ~10 s each
 @pytest.mark.parametrize("kind, backend, bucket", [("tts", "local", True), ("asr", "gitlab", False)])
 def test_a_real_training_publishes_its_metrics_with_each_epoch(kind, backend, bucket, tmp_path, monkeypatch,
                                                                request):

@@ -68,7 +68,7 @@ def test_unknown_handler_fails_and_the_worker_goes_on(env, tmp_path, record_dir)
 
 def test_jobs_run_oldest_first_across_projects(tmp_path, record_dir):
     from conftest import LocalEnv
-    from local_jobs import LocalSource
+    from local_store import LocalSource
 
     first, second = LocalEnv(tmp_path / "p1"), LocalEnv(tmp_path / "p2")
     first.write_manifest([make_job("newer", minutes_ago=1), make_job("oldest", minutes_ago=30)])
@@ -187,9 +187,15 @@ def test_timeout_before_start(env, tmp_path, record_dir):
     assert executions(record_dir) == []
 
 
-def test_timeout_while_running(env, tmp_path, record_dir):
-    env.write_manifest([make_job("slow", "loop", timeout=format_time(utc_now() + timedelta(seconds=3)))])
-    run_worker(env.source(), fast_config(tmp_path))
+def test_timeout_while_running(env, tmp_path, record_dir, protocol_clock):
+    """The job's timeout passes while it runs: the protocol's clock jumps past it instead of the test waiting."""
+    env.write_manifest([make_job("slow", "loop", timeout=format_time(utc_now() + timedelta(hours=1)))])
+    worker, thread = run_worker_in_thread(env.source(), fast_config(tmp_path))
+    env.wait_state("slow", "running")
+    assert thread.is_alive()  # still running an hour before its timeout
+    protocol_clock.advance(hours=2)
+    thread.join(60)
+    assert not thread.is_alive()
     response = env.response("slow")
     assert response["state"] == "failed"
     assert response["error_message"].startswith("timed out")
@@ -235,7 +241,7 @@ def test_segfault_and_exit_fail_the_job_not_the_worker(env, tmp_path, record_dir
 
 def test_manifest_version_2_and_invalid_yaml_are_logged_and_others_served(tmp_path, record_dir, caplog):
     from conftest import LocalEnv
-    from local_jobs import LocalSource
+    from local_store import LocalSource
 
     v2, broken, good = LocalEnv(tmp_path / "v2"), LocalEnv(tmp_path / "broken"), LocalEnv(tmp_path / "good")
     v2.write_manifest([make_job("v2job")], version=2)

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import LocalEnv, executions, fast_config, make_job, run_worker, run_worker_in_thread
 from jobs import format_time, utc_now
-from local_jobs import LocalSource
+from local_store import LocalSource
 from storage import ProjectSource
 from test_jobs_hostile import billion_laughs
 
@@ -77,6 +77,7 @@ def test_hostile_manifests_are_reported_once_and_the_other_projects_served(tmp_p
     assert not any(r.exc_info for r in caplog.records)
 
 
+@pytest.mark.slow  # renewals must outlast the lease in real time, with two workers: ~12 s per backend
 @pytest.mark.timeout(180)
 def test_a_manifest_broken_mid_job_never_lets_the_lease_lapse(env, tmp_path, record_dir, caplog):
     """While the job runs, the manifest becomes unreadable for longer than the lease. The keeper goes on

@@ -17,7 +17,7 @@ import worker_entry
 from conftest import ROOT
 from gitlab_fixtures import FAST_RETRY
 from gitlab_jobs import GitLabAuthError, GitLabProjectStore, GitLabSource
-from local_jobs import LocalSource
+from local_store import LocalSource
 from preflight import Status
 from storage import FileAction
 

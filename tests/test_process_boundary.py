@@ -13,7 +13,7 @@ import yaml
 import codex.changes
 import gitlab_jobs
 import jobs
-import local_jobs  # noqa: F401  (its errors, if any, join the StorageError family below)
+import local_store  # noqa: F401  (its errors, if any, join the StorageError family below)
 from conftest import LocalEnv, fast_config, make_job, run_worker_in_thread
 from job_messages import (CommitDone, CommitFailed, CommitRequest, HandlerResult, HandlerStopped, JobInterrupted,
                           Progress, StopKind, StopRequest, portable_error)

@@ -28,6 +28,7 @@ from StableTTS import build_model, load_state_dict_file, save_checkpoint
 from StableTTS.text import PhonemeFrontend
 from tts_training import hub
 
+pytestmark = pytest.mark.slow  # the demo's TTS jobs (train, synthesize, write back) run once: ~2 min on 2 cores
 
 
 def verse_cells(data: dict) -> dict[str, dict]:
@@ -74,6 +75,8 @@ def demo_run(tmp_path_factory) -> DemoRun:
     for job in jobs:
         if "epochs" in job:
             job["epochs"] = TEST_EPOCHS
+        for key in ("batch_size", "learning_rate", "warmup_steps"):  # the demo's learning schedule: slower
+            job.pop(key, None)
     env.write_manifest(jobs)
     before = {book: env.notebook(book) for book in BOOKS}
     with pytest.MonkeyPatch.context() as patch:

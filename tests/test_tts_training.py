@@ -84,6 +84,7 @@ def test_demo_recordings_are_all_there():
     assert all(u.audio_path.is_file() and u.text for u in utterances)
 
 
+@pytest.mark.slow  # trains the tiny voice on the demo recordings long enough to see the loss fall
 def test_training_loss_falls_clearly_on_the_demo_recordings(tmp_path, cache_dir):
     epochs = []
     result = train(demo_utterances(8), tiny_config(epochs=10, val_split=0.0, learning_rate=2e-3), tmp_path / "run",
@@ -317,11 +318,13 @@ def test_the_training_library_never_imports_the_worker():
 
     code = ("import sys, tts_training, train_stabletts, preprocess_stabletts; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'handlers', 'worker', 'jobs', 'job_process', 'storage', 'local_jobs', 'gitlab_jobs', 'codex'}))")
+            "{'handlers', 'worker', 'jobs', 'job_process', 'storage', 'stores', 'local_store', 'local_jobs', "
+            "'gitlab_jobs', 'codex'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
+@pytest.mark.slow  # torchrun with two training processes: ~17 s on 2 cores
 def test_torchrun_trains_one_model_on_two_processes(tmp_path):
     """Several GPUs: ``torchrun train_stabletts.py`` (plain DistributedDataParallel). The same code path on
     two CPU processes with the gloo backend: each rank takes half of the batches, the losses are averaged

@@ -14,7 +14,7 @@ import yaml
 from handlers.common import ProjectFileMissing
 from handlers.tts.stabletts.steps import voice_reference
 from jobs import parse_manifest
-from local_jobs import LocalProjectStore
+from local_store import LocalProjectStore
 from conftest import make_job
 from storage import UnsafePath
 

@@ -10,7 +10,11 @@ import sys
 import time
 from datetime import datetime
 
+import pytest
+
 from conftest import ROOT, TEST_HANDLERS, LocalEnv, executions, make_job
+
+pytestmark = pytest.mark.slow  # real worker processes started from the CLI, several per test: 4-7 s each
 
 
 def start_worker(project, tmp_path, worker_id, *extra, stderr=subprocess.DEVNULL):

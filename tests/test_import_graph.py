@@ -1,0 +1,146 @@
+"""The project's modules import each other without a circle, the storage backends are known to one module
+only, and every module imports cleanly in dependency order (tests/import_graph.py reads the graph)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import import_graph
+from import_graph import ROOT, dependency_order, describe_cycle, find_cycle, import_graph as build_graph
+
+#: Imports inside a function that close a circle, each waiting for its fix in a file this change does not own.
+#: An entry is allowed only while the import stays inside a function; the test below fails once it is gone,
+#: so the list can only shrink.
+KNOWN_LAZY_CYCLE_EDGES = {
+    # UNK_MARK is defined in asr/decode.py, which imports asr/postcorrect.py; the fix is to define it in
+    # asr/postcorrect.py (or asr/text.py) and import it from there in asr/decode.py.
+    ("asr.postcorrect", "asr.decode"): "UNK_MARK lives in asr.decode",
+}
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return build_graph()
+
+
+def _without_known_edges(graph):
+    return {node: [e for e in edges if (node, e.target) not in KNOWN_LAZY_CYCLE_EDGES] for node, edges in graph.items()}
+
+
+def test_the_project_imports_form_no_circle(graph):
+    assert {"storage", "stores", "local_store", "gitlab_jobs", "jobs", "codex", "codex.changes",
+            "handlers.tts.stabletts.steps", "scripts/run_demo.py"} <= set(graph)
+    cycle = find_cycle(_without_known_edges(graph))
+    assert cycle is None, "import circle: " + describe_cycle(graph, cycle)
+
+
+def test_the_known_lazy_edges_are_still_lazy_and_still_there(graph):
+    for (source, target), why in KNOWN_LAZY_CYCLE_EDGES.items():
+        edges = [e for e in graph[source] if e.target == target]
+        assert edges, f"{source} no longer imports {target} ({why}): remove it from KNOWN_LAZY_CYCLE_EDGES"
+        assert all(e.lazy for e in edges), f"{source} now imports {target} at module level: a real circle"
+
+
+def test_one_module_knows_both_storage_backends(graph):
+    """storage.py is the interface: it imports no backend. Only stores.py opens them (bench/ times the
+    GitLab store alone, and local_jobs is the old name of local_store)."""
+    assert [e.target for e in graph["storage"]] == []
+    importers = {backend: {node for node, edges in graph.items() if any(e.target == backend for e in edges)}
+                 for backend in ("local_store", "gitlab_jobs")}
+    assert importers["local_store"] == {"stores", "local_jobs"}, importers
+    assert importers["gitlab_jobs"] <= {"stores", "bench/bench_gitlab.py"}, importers
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for folder in import_graph.PACKAGES + import_graph.SCRIPT_DIRS:
+        (tmp_path / folder).mkdir(exist_ok=True)
+    return tmp_path
+
+
+def test_a_circle_is_found_and_named_with_its_lines(tmp_path):
+    root = _tree(tmp_path, {
+        "alpha.py": "import beta\n",
+        "beta.py": "import os\n\n\ndef later():\n    from gamma import thing\n",
+        "gamma.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import delta\nimport alpha\n",
+        "delta.py": "import gamma\n",
+    })
+    graph = build_graph(root)
+    cycle = find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"alpha", "beta", "gamma"}
+    text = describe_cycle(graph, cycle)
+    assert "beta (line 5, in a function) -> gamma" in text and "alpha (line 1) -> beta" in text
+    # The TYPE_CHECKING import never runs: delta -> gamma alone is no circle.
+    assert [e.target for e in graph["gamma"]] == ["alpha"]
+
+
+def test_package_rules_an_import_of_a_sibling_is_no_edge_back_to_its_package(tmp_path):
+    root = _tree(tmp_path, {
+        "codex/__init__.py": "from .changes import apply\nfrom codex.cells import cell\n",
+        "codex/cells.py": "cell = 1\n",
+        "codex/changes.py": "from codex.cells import cell\nfrom . import cells\n\n\ndef apply():\n    pass\n",
+        "asr/__init__.py": "",
+        "asr/decode.py": "from asr import postcorrect\n",
+        "asr/postcorrect.py": "from asr import decode\n",
+    })
+    graph = build_graph(root)
+    assert sorted(e.target for e in graph["codex.changes"]) == ["codex.cells", "codex.cells"]
+    assert find_cycle({k: v for k, v in graph.items() if not k.startswith("asr")}) is None
+    assert set(find_cycle(graph)) == {"asr.decode", "asr.postcorrect"}
+    # A name (not a module) taken from the importer's own package is an edge back to it.
+    (root / "codex/cells.py").write_text("from codex import apply\n")
+    graph = {k: v for k, v in build_graph(root).items() if not k.startswith("asr")}
+    assert {"codex", "codex.cells"} <= set(find_cycle(graph))
+
+
+def test_every_top_level_module_is_packaged():
+    """pyproject's py-modules names every top-level module (stores.py and local_store.py were new)."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"])
+    on_disk = {path.stem for path in ROOT.glob("*.py")}
+    assert listed == on_disk
+
+
+def _string_constants(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("value, home", [("https://git.genesisrnd.com", "stores"),
+                                         ("gpu_jobs/manifest.yaml", "jobs")])
+def test_each_storage_constant_is_written_once(value, home):
+    """DEFAULT_GITLAB_URL and MANIFEST_PATH have one home; every other module imports them."""
+    homes = [name for name, path in import_graph.project_modules().items() if value in _string_constants(path)]
+    assert homes == [home]
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch, transformers and gradio: ~10-25 s on 2 shared cores
+def test_every_module_imports_in_dependency_order(graph):
+    """Each project module, imported after everything it imports, in a fresh interpreter: a module that
+    only worked because another had been imported first fails here, named."""
+    modules = set(import_graph.project_modules())
+    order = [name for name in dependency_order(_without_known_edges(graph)) if name in modules]
+    code = ("import importlib, json, sys, traceback\n"
+            "for name in json.loads(sys.argv[1]):\n"
+            "    try:\n"
+            "        importlib.import_module(name)\n"
+            "    except BaseException:\n"
+            "        print(name); traceback.print_exc(); sys.exit(1)\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(order)], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert len(order) == len(modules)
