@@ -20,14 +20,11 @@ from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertForCTC
 
 from asr.audio import SAMPLE_RATE, AudioInput, as_waveform, log_mel
 from asr.model import install_padding_guard, logit_lengths, pick_device, supports_bf16
-from asr.postcorrect import PostCorrector
+from asr.postcorrect import UNK_MARK, PostCorrector
 from asr.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
-# [UNK] is decoded to this mark first, so that the post-corrector can restore it from context; what is
-# left is then written as the caller asks (suppress_unk / unk_replacement).
-UNK_MARK = "\ufffd"
 
 
 @dataclass

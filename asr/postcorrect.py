@@ -29,6 +29,9 @@ from asr.archive import one_line_message
 
 logger = logging.getLogger(__name__)
 
+# [UNK] is decoded to this mark first, so that the post-corrector can restore it from context; what is
+# left is then written as the caller asks (suppress_unk / unk_replacement).
+UNK_MARK = "\ufffd"
 FILE_NAME = "post_corrector.tm"
 FORMAT = "codex-asr-post-corrector"
 VERSION = 1
@@ -260,8 +263,6 @@ class TransmorgrifierCorrector:
         return f"SentenceTransmorgrifier model {self.name}"
 
     def apply(self, text: str) -> str:
-        from asr.decode import UNK_MARK  # here: asr.decode imports this module
-
         if not text:
             return text
         result = next(iter(self.model.execute([text.replace(UNK_MARK, _UNK_FOR_TRANSMORGRIFIER)])))

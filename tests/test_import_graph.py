@@ -16,37 +16,16 @@ import pytest
 import import_graph
 from import_graph import ROOT, dependency_order, describe_cycle, find_cycle, import_graph as build_graph
 
-#: Imports inside a function that close a circle, each waiting for its fix in a file this change does not own.
-#: An entry is allowed only while the import stays inside a function; the test below fails once it is gone,
-#: so the list can only shrink.
-KNOWN_LAZY_CYCLE_EDGES = {
-    # UNK_MARK is defined in asr/decode.py, which imports asr/postcorrect.py; the fix is to define it in
-    # asr/postcorrect.py (or asr/text.py) and import it from there in asr/decode.py.
-    ("asr.postcorrect", "asr.decode"): "UNK_MARK lives in asr.decode",
-}
-
-
 @pytest.fixture(scope="module")
 def graph():
     return build_graph()
 
 
-def _without_known_edges(graph):
-    return {node: [e for e in edges if (node, e.target) not in KNOWN_LAZY_CYCLE_EDGES] for node, edges in graph.items()}
-
-
 def test_the_project_imports_form_no_circle(graph):
     assert {"storage", "stores", "local_store", "gitlab_jobs", "jobs", "codex", "codex.changes",
             "handlers.tts.stabletts.steps", "scripts/run_demo.py"} <= set(graph)
-    cycle = find_cycle(_without_known_edges(graph))
+    cycle = find_cycle(graph)  # imports inside functions count too: a lazy import only hides a circle
     assert cycle is None, "import circle: " + describe_cycle(graph, cycle)
-
-
-def test_the_known_lazy_edges_are_still_lazy_and_still_there(graph):
-    for (source, target), why in KNOWN_LAZY_CYCLE_EDGES.items():
-        edges = [e for e in graph[source] if e.target == target]
-        assert edges, f"{source} no longer imports {target} ({why}): remove it from KNOWN_LAZY_CYCLE_EDGES"
-        assert all(e.lazy for e in edges), f"{source} now imports {target} at module level: a real circle"
 
 
 def test_one_module_knows_both_storage_backends(graph):
