@@ -219,6 +219,7 @@ def break_recordings(demo: DemoProject) -> None:
     encode_audio(samples[: len(samples) // 2], 48_000, cut, "webm")
 
 
+@pytest.mark.slow  # trains the module's small ASR model (~30 s)
 def test_inference_ranks_the_swapped_and_the_cut_recordings_first_and_changes_no_verse(learnt, tmp_path,
                                                                                        monkeypatch, record_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -283,6 +284,7 @@ def test_inference_ranks_the_swapped_and_the_cut_recordings_first_and_changes_no
     assert bad["error_message"] == "inference.check_threshold must be a number from 0 to 1 (0.5 = 50 %), not 'half'"
 
 
+@pytest.mark.slow  # trains the module's small ASR model (~30 s)
 def test_the_trained_model_lists_the_takes_it_learnt(learnt, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(learnt.archive)) as tar:
         listed = json.loads(tar.extractfile(TRAINED_TAKES_FILE).read())
@@ -337,6 +339,7 @@ def tts_job(job_id: str, minute: int, **inference) -> dict:
             "inference": {"include_verses": list(SWAPPED), "diffusion_steps": 1, **inference}}
 
 
+@pytest.mark.slow  # trains the module's small ASR model (~30 s)
 def test_a_generated_take_the_asr_hears_as_another_verse_is_attached_but_not_selected(learnt, tmp_path,
                                                                                       monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
