@@ -31,7 +31,7 @@ class AsrTrainConfig:
     text_normalization: TextNormalization = field(default_factory=TextNormalization)
     base_model: str = DEFAULT_BASE_MODEL  # hub id or local folder
     base_checkpoint: str | None = None  # asr_model.pth.tar (or its folder) of an earlier job: continue it
-    preset: str | None = None  # "tiny"/"small": random model built in code, no download (tests, demo)
+    preset: str | None = None  # "tiny" (tests), "demo" (make demo), "small": random model built in code, no download
     from_scratch: bool = False  # manifest `model.from_scratch`: random weights (preset "full" unless one is named)
     seed: int = 42
     min_char_count: int = 2  # rarer characters become [UNK]

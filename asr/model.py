@@ -59,6 +59,13 @@ PRESETS: dict[str, dict[str, object]] = {
         "intermediate_size": 64,
         "conv_depthwise_kernel_size": 3,
     },
+    "demo": {  # make demo: learns the demo's ~30 verses (train CER < 0.3) in a CPU minute or two
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 256,
+        "conv_depthwise_kernel_size": 7,
+    },
     "small": {
         "hidden_size": 256,
         "num_hidden_layers": 4,

@@ -5,9 +5,11 @@
 The page holds the jobs table (the one ``make demo`` prints), a loss chart per training job drawn from its
 ``checkpoint/training_metrics.csv`` as inline SVG, players for a few generated takes with the audio embedded
 as data URIs, the cells our ASR wrote next to the text their recordings speak, with the character error
-rate, and each ASR job's check of the recordings against their text (its summary, the worst rows, and a link
-to the job's own ``audio_text_check.html``). Nothing is fetched when the page opens (no network, no scripts),
-so it works from ``file://``. Every piece of project text is HTML-escaped: notebooks are user data.
+rate, each ASR job's check of the recordings against their text (its summary, the worst rows, the mean CER
+on the takes the model was trained on, and a link to the job's own ``audio_text_check.html``), and how long
+each trained voice makes the recorded verses beside their recordings. Nothing is fetched when the page opens
+(no network, no scripts), so it works from ``file://``. Every piece of project text is HTML-escaped: notebooks
+are user data.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import math
 import os
 import posixpath
+import statistics
 import sys
 import tempfile
 import urllib.parse
@@ -41,7 +44,7 @@ from asr.text import normalize_text  # noqa: E402
 from handlers.asr.w2v2bert.recording_check import CHECK_CSV, CHECK_PAGE  # noqa: E402
 from handlers.common import MetricsLog, job_paths, load_notebooks  # noqa: E402
 from jobs import JobRow, JobState, describe_jobs  # noqa: E402
-from local_jobs import LocalProjectStore  # noqa: E402
+from local_store import LocalProjectStore  # noqa: E402
 from storage import UnsafePath  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ MAX_TAKE_BYTES = 1024 * 1024           # a bigger take is linked, not embedded
 MAX_EMBEDDED_BYTES = 3 * 1024 * 1024   # all embedded takes together; later takes are linked
 NO_VALUE = "—"
 CHECK_EXCERPT_ROWS = 10                # worst rows of a recording check shown on the page
+LEARNT_ROWS = 5                        # and of the takes its model was trained on
 # Mime types of the attachment extensions codex.AUDIO_EXTENSIONS knows (the editor records audio/webm Opus).
 AUDIO_MIME = {"webm": "audio/webm", "wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4",
               "ogg": "audio/ogg", "flac": "audio/flac"}
@@ -364,14 +368,22 @@ def asr_written_cells(project: Path) -> list[AsrCell]:
     cells = []
     for notebook in load_notebooks(LocalProjectStore(project)):
         for cell in notebook.cells:
-            edits = codex.value_edits(cell)
-            last = edits[-1] if edits else {}
-            author = last.get("author")
-            if (last.get("type") == "llm-generation" and isinstance(author, str) and author.startswith("ASR ")
-                    and last.get("value") == cell.get("value")):
+            author = asr_author(cell)
+            if author is not None:
                 reference = codex.cell_reference(cell) or codex.cell_id(cell)
                 cells.append(AsrCell(notebook.path, reference, codex.cell_text(cell), author))
     return cells
+
+
+def asr_author(cell: Mapping) -> str | None:
+    """``ASR <model>`` when our ASR wrote the cell's current value, else None."""
+    edits = codex.value_edits(cell)
+    last = edits[-1] if edits else {}
+    author = last.get("author")
+    if (last.get("type") == "llm-generation" and isinstance(author, str) and author.startswith("ASR ")
+            and last.get("value") == cell.get("value")):
+        return author
+    return None
 
 
 def character_error_rate(reference: str, hypothesis: str) -> float | None:
@@ -456,6 +468,24 @@ def _check_message(rows: Sequence[dict[str, str]], threshold: object) -> str:
     return CheckSummary(len(rows), over, limit).message
 
 
+def learnt_line(rows: Sequence[dict[str, str]]) -> str:
+    """The mean CER on the takes the model was trained on, beside the others': did it learn what it heard?"""
+    parts = []
+    for label, trained in (("the verses it was trained on", "yes"), ("the others", "no")):
+        values = [v for r in rows if r.get("trained_on") == trained and (v := _number(r.get("cer", ""))) is not None]
+        if values:
+            parts.append(f"{label} ({len(values)}): {sum(values) / len(values):.3f}")
+    if not parts:
+        return ""
+    learnt = [r for r in rows if r.get("trained_on") == "yes"][:LEARNT_ROWS]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(r.get(key, ''))}</td>" for key in (
+        "reference", "cer", "verse_text", "asr_text")) + "</tr>" for r in learnt)
+    table = ("<p>What it learnt (the worst of the verses it was trained on):</p><table class=\"asr\"><thead><tr>"
+             "<th>verse</th><th>CER</th><th>verse text</th><th>ASR heard</th></tr></thead>"
+             f"<tbody>{body}</tbody></table>") if learnt else ""
+    return f"<p>Mean CER on {'; on '.join(parts)}.</p>{table}"
+
+
 def check_section(checks: Sequence[RecordingCheck], out_dir: Path) -> str:
     """Per check: its summary, a link to its page, and its worst rows."""
     if not checks:
@@ -474,9 +504,94 @@ def check_section(checks: Sequence[RecordingCheck], out_dir: Path) -> str:
                 r.get("verse_text", ""), r.get("asr_text", ""))) + "</tr>"
             for r in check.rows[:CHECK_EXCERPT_ROWS])
         parts.append(f"<h3>{html.escape(check.job_id)}</h3><p>{html.escape(check.message)}.{link}</p>"
+                     f"{learnt_line(check.rows)}"
                      f"<p>The {min(len(check.rows), CHECK_EXCERPT_ROWS)} worst of {len(check.rows)}:</p>"
                      f'<table class="asr"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     return "\n".join(parts)
+
+
+# -- voice timing: has the TTS learnt how long its verses take? ------------------------------------------
+@dataclass(frozen=True)
+class VerseTiming:
+    """A recorded verse: its recording's length (silence trimmed, as trained) and the length the voice predicts."""
+
+    reference: str
+    recorded: float   # seconds
+    predicted: float  # seconds
+
+
+def voice_timings(project: Path, checkpoint: Path) -> list[VerseTiming]:
+    """Predicted against recorded duration for every verse with text and a human take, by the checkpoint's own
+    duration predictor (conditioned on the verse's recording, as in training)."""
+    import numpy as np
+    import torch
+
+    from StableTTS.checkpoint import load_model
+    from StableTTS.text import frontend_from_dict
+    from tts_training.data import FRAMES_PER_SECOND, cached_mel
+
+    model, sidecar = load_model(checkpoint)
+    frontend = frontend_from_dict((sidecar or {})["frontend"])
+    store = LocalProjectStore(project)
+    index = codex.AttachmentIndex.of(store)
+    timings = []
+    with tempfile.TemporaryDirectory(prefix="demo-timing-") as tmp, torch.no_grad():
+        for notebook in load_notebooks(store):
+            for cell in notebook.cells:
+                take, text = codex.select_take(cell), codex.cell_text(cell)
+                if take is None or take.is_generated or not text.strip() or asr_author(cell) is not None:
+                    continue  # the voice never learnt from a verse ASR wrote
+                fetched = codex.fetch_take(store, notebook.path, take, Path(tmp), index=index)
+                if fetched is None:
+                    continue
+                mel_path, frames = cached_mel(fetched.local_path, Path(tmp) / "mels")
+                ids = torch.tensor([frontend.encode(text).ids])
+                c = model.speaker_vector(torch.from_numpy(np.load(mel_path))[None], torch.tensor([frames]))
+                x, _, x_mask = model.encoder(ids, torch.tensor([ids.shape[1]]), c)
+                predicted = float((torch.ceil(torch.exp(model.dp(x, x_mask, c))) * x_mask).sum())
+                timings.append(VerseTiming(codex.cell_reference(cell) or codex.cell_id(cell),
+                                           frames / FRAMES_PER_SECOND, predicted / FRAMES_PER_SECOND))
+    return timings
+
+
+def timing_summary(timings: Sequence[VerseTiming]) -> str:
+    """``"28 verses: predicted / recorded length 0.97 on average (0.81-1.12), correlation 0.93"``."""
+    ratios = [t.predicted / t.recorded for t in timings if t.recorded > 0]
+    if not ratios:
+        return "no recorded verse to compare"
+    text = (f"{len(ratios)} verse(s): predicted / recorded length {sum(ratios) / len(ratios):.2f} on average "
+            f"({min(ratios):.2f}-{max(ratios):.2f})")
+    recorded, predicted = [t.recorded for t in timings], [t.predicted for t in timings]
+    if len(timings) > 1 and len(set(recorded)) > 1 and len(set(predicted)) > 1:
+        text += f", correlation {statistics.correlation(recorded, predicted):.2f}"
+    return text
+
+
+def timing_section(project: Path, jobs: Sequence[JobRow]) -> str:
+    """Per finished TTS training job: how well its voice predicts the length of the verses it learnt from."""
+    parts = []
+    for row in jobs:
+        if not (row.kind.startswith("tts/") and _has_training(row)):
+            continue
+        try:
+            checkpoint = project / job_paths({"job_id": row.job_id}).inside("checkpoint", "best_model.pt")
+        except UnsafePath:
+            continue
+        if not checkpoint.is_file():
+            continue
+        try:
+            timings = voice_timings(project, checkpoint)
+        except Exception as exc:  # a report section, not the job: say why and go on
+            logger.warning("Cannot time the voice of %s: %s", row.job_id, exc)
+            parts.append(f'<h3>{html.escape(row.job_id)}</h3><p class="none">not measured: '
+                         f"{html.escape(type(exc).__name__)}</p>")
+            continue
+        body = "".join(f"<tr><td>{html.escape(t.reference)}</td><td>{t.recorded:.2f}</td><td>{t.predicted:.2f}</td>"
+                       f"<td>{t.predicted / t.recorded:.2f}</td></tr>" for t in timings if t.recorded > 0)
+        parts.append(f"<h3>{html.escape(row.job_id)}</h3><p>{html.escape(timing_summary(timings))}.</p>"
+                     "<table><thead><tr><th>verse</th><th>recorded s</th><th>predicted s</th><th>ratio</th></tr>"
+                     f"</thead><tbody>{body}</tbody></table>")
+    return "\n".join(parts) or '<p class="none">no trained voice in the project</p>'
 
 
 # -- the page ------------------------------------------------------------------------------------------------
@@ -548,6 +663,10 @@ def write_report(project: Path, out_html: Path, references: dict[str, str] | Non
         "<h2>Training curves</h2>",
         "\n".join(metrics_section(project, row) for row in chart_rows) or '<p class="none">no training jobs</p>',
         "<h2>Generated takes</h2>", takes_section(views, total_takes),
+        "<h2>Voice timing</h2>",
+        "<p>Recorded verses: the length of each recording (silence trimmed) beside the length the trained voice "
+        "gives the verse's text. A voice that has learnt keeps the ratio near 1.</p>",
+        timing_section(project, jobs),
         "<h2>Transcriptions</h2>", asr_section(asr_written_cells(project), references),
         "<h2>Recordings checked against their text</h2>",
         check_section(recording_checks(project, jobs), out_html.parent),

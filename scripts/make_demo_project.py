@@ -54,9 +54,15 @@ logger = logging.getLogger(__name__)
 
 # --- knobs -------------------------------------------------------------------------------
 SEED = 20250905
-TTS_EPOCHS = 10
-ASR_EPOCHS = 10
-MODEL_PRESET = "tiny"          # the demo runs on a 2-core CPU
+# The demo runs on a 2-core CPU in a few minutes. With small batches (many optimizer steps) its models learn
+# the ~30 recorded verses (issue 17): the tiny voice's mel loss falls 65 -> ~5; the "demo" transcriber (tiny
+# ASR stays near CER 1 that fast) reaches train CER ~0.03.
+TTS_PRESET = "tiny"
+ASR_PRESET = "demo"
+TTS_EPOCHS = 30
+ASR_EPOCHS = 40
+TTS_SCHEDULE = {"batch_size": 4, "learning_rate": 0.002, "warmup_steps": 20}                # 7 steps an epoch
+ASR_SCHEDULE = {"batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 0.004}  # 6 steps an epoch
 OPUS_BITRATE = 24_000          # low on purpose: the editor records ~256 kbps, we need a small repo
 SAMPLE_RATE = 48_000           # Opus always decodes at 48 kHz; the editor's metadata says 48000
 ESPEAK_RATE = 150              # words per minute: a modest, clear reading speed
@@ -651,23 +657,23 @@ def build_manifest(rng: random.Random, voice_reference: str) -> dict:
     t = BASE_MS + 40 * DAY_MS
     times = [t + i * 3 * MINUTE_MS + rng.randrange(MINUTE_MS) for i in range(6)]
     ids = [job_id_at(ms, rng) for ms in times]
-    tts = {"type": "StableTTS", "preset": MODEL_PRESET}
-    asr = {"type": "W2V2BERT", "preset": MODEL_PRESET}
+    tts = {"type": "StableTTS", "preset": TTS_PRESET}
+    asr = {"type": "W2V2BERT", "preset": ASR_PRESET}
     jobs = [
-        {"job_id": ids[0], "name": "Demo voice (tiny)", "job_type": "tts", "mode": "training",
-         "model": dict(tts), "epochs": TTS_EPOCHS},
+        {"job_id": ids[0], "name": "Demo voice", "job_type": "tts", "mode": "training",
+         "model": dict(tts), "epochs": TTS_EPOCHS, **TTS_SCHEDULE},
         {"job_id": ids[1], "job_type": "tts", "mode": "inference",
          "model": {**tts, "base_checkpoint": f"gpu_jobs/job_{ids[0]}/checkpoint/best_model.pt"},
          "inference": {"audio_format": "webm"}},
         {"job_id": ids[2], "name": "Voice from a reference take", "job_type": "tts",
-         "mode": "training_and_inference", "model": dict(tts), "epochs": TTS_EPOCHS,
+         "mode": "training_and_inference", "model": dict(tts), "epochs": TTS_EPOCHS, **TTS_SCHEDULE,
          "voice_reference": voice_reference},
-        {"job_id": ids[3], "name": "Demo transcriber (tiny)", "job_type": "asr", "mode": "training",
-         "model": dict(asr), "epochs": ASR_EPOCHS},
+        {"job_id": ids[3], "name": "Demo transcriber", "job_type": "asr", "mode": "training",
+         "model": dict(asr), "epochs": ASR_EPOCHS, **ASR_SCHEDULE},
         {"job_id": ids[4], "job_type": "asr", "mode": "inference",
          "model": {**asr, "base_checkpoint": f"gpu_jobs/job_{ids[3]}/model/asr_model.pth.tar"}},
         {"job_id": ids[5], "job_type": "asr", "mode": "training_and_inference",
-         "model": dict(asr), "epochs": ASR_EPOCHS},
+         "model": dict(asr), "epochs": ASR_EPOCHS, **ASR_SCHEDULE},
     ]
     ordered = []
     for job, ms in zip(jobs, times):

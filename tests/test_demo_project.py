@@ -202,8 +202,12 @@ def test_manifest_has_one_pending_job_per_kind():
         assert re.fullmatch(r"[0-9a-z]+_[0-9a-z]+", job["job_id"])
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", job["submitted_at"])
         assert job["model"]["type"] == {"tts": "StableTTS", "asr": "W2V2BERT"}[job["job_type"]]
-        assert job["model"]["preset"] == "tiny" and job["canceled"] is False
+        assert job["model"]["preset"] == {"tts": "tiny", "asr": "demo"}[job["job_type"]] and job["canceled"] is False
         assert ("epochs" in job) == (job["mode"] != "inference")
+        if job["mode"] != "inference":  # a schedule that learns the demo in minutes (issue 17), not 1 step an epoch
+            assert {k: job[k] for k in ("epochs", "batch_size", "learning_rate")} == \
+                {"tts": {"epochs": 30, "batch_size": 4, "learning_rate": 0.002},
+                 "asr": {"epochs": 40, "batch_size": 4, "learning_rate": 0.004}}[job["job_type"]]
     assert [j["submitted_at"] for j in jobs] == sorted(j["submitted_at"] for j in jobs)
     for job_type, path in (("tts", "checkpoint/best_model.pt"), ("asr", "model/asr_model.pth.tar")):
         trainer = by_kind[(job_type, "training")]
@@ -230,3 +234,12 @@ def test_project_files():
 def test_demo_is_small():
     total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
     assert total < MAX_BYTES
+
+
+def test_the_demo_asr_preset_sits_between_tiny_and_small():
+    """The demo's transcriber: big enough to learn the demo in minutes; `tiny` stays what the unit tests use."""
+    from asr.model import PRESETS
+
+    width = {name: PRESETS[name]["hidden_size"] for name in ("tiny", "demo", "small")}
+    assert width == {"tiny": 32, "demo": 64, "small": 256}
+    assert PRESETS["tiny"]["num_hidden_layers"] == PRESETS["demo"]["num_hidden_layers"] == 2

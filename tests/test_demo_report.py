@@ -247,3 +247,52 @@ def test_run_demo_prints_the_table_even_when_the_report_fails(finished, tmp_path
     captured = capsys.readouterr()
     assert finished.job_ids["tts/training"] in captured.out
     assert "Could not write the HTML report" in captured.err and "disk full" in captured.err
+
+
+def test_the_check_says_how_well_the_model_knows_the_verses_it_was_trained_on():
+    rows = [{"cer": "0.1000", "trained_on": "yes"}, {"cer": "0.3000", "trained_on": "yes"},
+            {"cer": "0.9000", "trained_on": "no"}, {"cer": "", "trained_on": "yes"},
+            {"cer": "0.5", "trained_on": "unknown"}]
+    rows[0].update(reference="GEN 1:1", verse_text="In the beginning", asr_text="in the begining")
+    line = demo_report.learnt_line(rows)
+    assert line.startswith("<p>Mean CER on the verses it was trained on (2): 0.200; on the others (1): 0.900.</p>")
+    assert "<tr><td>GEN 1:1</td><td>0.1000</td><td>In the beginning</td><td>in the begining</td></tr>" in line
+    assert line.count("<tr><td>") == 3   # the trained takes only
+    assert demo_report.learnt_line([{"cer": "0.5", "trained_on": "unknown"}]) == ""
+
+
+def test_timing_summary_gives_the_mean_ratio_its_range_and_the_correlation():
+    timings = [demo_report.VerseTiming("GEN 1:1", 2.0, 2.2), demo_report.VerseTiming("GEN 1:2", 4.0, 3.6),
+               demo_report.VerseTiming("GEN 1:3", 6.0, 6.0)]
+    assert demo_report.timing_summary(timings) == ("3 verse(s): predicted / recorded length 1.00 on average "
+                                                   "(0.90-1.10), correlation 0.99")
+    assert demo_report.timing_summary(timings[:1]) == \
+        "1 verse(s): predicted / recorded length 1.10 on average (1.10-1.10)"
+    assert demo_report.timing_summary([]) == "no recorded verse to compare"
+
+
+def test_the_voice_timing_compares_each_recorded_verse_with_the_trained_voice(finished, tmp_path, monkeypatch):
+    """A random tiny voice in the TTS training job's folder: every verse with text and a recording is timed."""
+    import torch
+
+    from StableTTS import build_model, save_checkpoint
+    from StableTTS.text import RomanizedFrontend
+
+    project = tmp_path / "project"
+    shutil.copytree(finished.project, project)
+    torch.manual_seed(0)
+    checkpoint = project / job_paths({"job_id": finished.job_ids["tts/training"]}).inside("checkpoint", "best_model.pt")
+    save_checkpoint(build_model("tiny", n_vocab=401), checkpoint,
+                    frontend=RomanizedFrontend("eng", romanizer="latin").to_dict())
+    recorded = {ref for ref, _ in make_demo_project.spoken_verses().items()}
+    timings = demo_report.voice_timings(project, checkpoint)
+    refs = [t.reference for t in timings]
+    assert len(refs) == len(set(refs)) and set(refs) < recorded and len(refs) >= 20   # verses with text and a take
+    assert not {"GEN 1:6", "GEN 1:13", "GEN 1:19", "GEN 1:4"} & set(refs)               # no text, or no take
+    assert all(1.0 < t.recorded < 20.0 and t.predicted > 0 for t in timings)
+    monkeypatch.setattr(demo_report, "voice_timings", lambda *args: timings)   # measured once: mels cost seconds
+    page = (demo_report.write_report(project, tmp_path / "report.html")).read_text(encoding="utf-8")
+    section = page[page.index("<h2>Voice timing</h2>"):page.index("<h2>Transcriptions</h2>")]
+    assert f"<h3>{finished.job_ids['tts/training']}</h3>" in section
+    assert f"{len(timings)} verse(s): predicted / recorded length" in section
+    assert section.count("<tr><td>") == len(timings)
