@@ -44,7 +44,7 @@ from asr.text import normalize_text  # noqa: E402
 from handlers.asr.w2v2bert.recording_check import CHECK_CSV, CHECK_PAGE  # noqa: E402
 from handlers.common import MetricsLog, job_paths, load_notebooks  # noqa: E402
 from jobs import JobRow, JobState, describe_jobs  # noqa: E402
-from local_store import LocalProjectStore  # noqa: E402
+from stores import open_project  # noqa: E402
 from storage import UnsafePath  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def generated_takes(project: Path, out_dir: Path, limit: int = MAX_TAKES) -> tup
     """The first ``limit`` usable generated takes (``isGenerated``) in notebook order with their audio, and
     how many the project holds. Takes are embedded up to ``MAX_TAKE_BYTES`` each and ``MAX_EMBEDDED_BYTES``
     in all; beyond that they are linked relative to ``out_dir``."""
-    store = LocalProjectStore(project)
+    store = open_project(project)
     found = [(nb.path, cell, take) for nb in load_notebooks(store) for cell in nb.cells
              for take in codex.audio_takes(cell) if take.is_generated and take.usable]
     index = codex.AttachmentIndex.of(store)
@@ -366,7 +366,7 @@ def asr_written_cells(project: Path) -> list[AsrCell]:
     """Cells whose latest value edit is an ``llm-generation`` by ``ASR <model>`` (see
     ``codex.transcription_change``) that still holds the cell's current value."""
     cells = []
-    for notebook in load_notebooks(LocalProjectStore(project)):
+    for notebook in load_notebooks(open_project(project)):
         for cell in notebook.cells:
             author = asr_author(cell)
             if author is not None:
@@ -532,7 +532,7 @@ def voice_timings(project: Path, checkpoint: Path) -> list[VerseTiming]:
 
     model, sidecar = load_model(checkpoint)
     frontend = frontend_from_dict((sidecar or {})["frontend"])
-    store = LocalProjectStore(project)
+    store = open_project(project)
     index = codex.AttachmentIndex.of(store)
     timings = []
     with tempfile.TemporaryDirectory(prefix="demo-timing-") as tmp, torch.no_grad():
@@ -642,7 +642,7 @@ def write_report(project: Path, out_html: Path, references: dict[str, str] | Non
     Returns the path written.
     """
     project, out_html = Path(project), Path(out_html)
-    jobs = describe_jobs(LocalProjectStore(project))
+    jobs = describe_jobs(open_project(project))
     chart_rows = []
     for row in jobs:
         try:
