@@ -26,7 +26,7 @@ import logging
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -72,7 +72,7 @@ class QueueCount:
         return {kind: statistics.median(values) / 60 for kind, values in sorted(self.durations.items()) if values}
 
 
-def count_queue(source: ProjectSource, *, lease_seconds: float, max_retries: int,
+def count_queue(source: ProjectSource, *, max_retries: int, legacy_claim_hours: float = jobs.LEGACY_CLAIM_HOURS,
                 now: datetime | None = None) -> QueueCount:
     """Count what ``source`` holds, reading each project the way a worker's scan does (and telling the source
     which projects still have open jobs, so busy ones are revisited and idle ones cost nothing next time)."""
@@ -97,8 +97,8 @@ def count_queue(source: ProjectSource, *, lease_seconds: float, max_retries: int
             if response is not None and response.state is jobs.JobState.COMPLETED and response.claimed_at:
                 seconds = (response.timestamp - response.claimed_at).total_seconds()
                 count.durations.setdefault(f"{job.job_type}/{job.mode}", []).append(seconds)
-            action = jobs.decide(job, response, worker_id=_PLANNER_ID, now=now, lease_seconds=lease_seconds,
-                                 max_retries=max_retries).action
+            action = jobs.decide(job, response, worker_id=_PLANNER_ID, now=now, max_retries=max_retries,
+                                 legacy_claim_hours=legacy_claim_hours).action
             if action is jobs.Action.CLAIM:
                 count.pending += 1
             elif action is jobs.Action.TAKE_OVER:
@@ -311,16 +311,15 @@ class SkyPilotFleet:
         return done
 
 
-def run_cycle(source: ProjectSource, fleet: SkyPilotFleet, *, lease_seconds: float, max_retries: int,
+def run_cycle(source: ProjectSource, fleet: SkyPilotFleet, *, max_retries: int,
               dry_run: bool = False, target_wait_minutes: float | None = None,
               echo: Callable[[str], None] = print) -> Plan:
     """One scaling cycle: count, plan, print, and (unless ``dry_run``) apply."""
-    queue = count_queue(source, lease_seconds=lease_seconds, max_retries=max_retries)
+    queue = count_queue(source, max_retries=max_retries)
     settings = fleet.settings
     if target_wait_minutes:
         per_worker = jobs_per_worker_for(queue, target_wait_minutes, settings.jobs_per_worker)
-        if per_worker != settings.jobs_per_worker:
-            settings = FleetSettings(settings.min_workers, settings.max_workers, per_worker, settings.name_prefix)
+        settings = replace(settings, jobs_per_worker=per_worker)
     plan = plan_fleet(queue, fleet.workers(), settings)
     medians = queue.median_minutes()
     if medians:

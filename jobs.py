@@ -467,14 +467,13 @@ class Decision:
 def decide(
     job: JobSpec, response: JobResponse | None, *, worker_id: str, now: datetime, max_retries: int,
     predecessor_claims: frozenset[str] = frozenset(), legacy_claim_hours: float = LEGACY_CLAIM_HOURS,
-    lease_seconds: float | None = None,
 ) -> Decision:
     """Pure protocol rules: what this worker may do about ``job`` given its ``response.yaml``.
 
     ``predecessor_claims``: claim ids proven to be this worker's own from before a restart (see
     ``claim_records``), resumed at once. A claim under this worker's name that is not proven so is
-    someone else's: two processes started with one name must not take jobs from each other.
-    ``lease_seconds`` is not needed any more (every lease carries its expiry); accepted for old callers."""
+    someone else's: two processes started with one name must not take jobs from each other. A lease
+    carries its own expiry (``lease_expires_at``), so no lease length is needed here."""
     if response is not None and response.state.is_terminal:
         return Decision(Action.SKIP, f"already {response.state.value}")
     if response is None:

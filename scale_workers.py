@@ -18,7 +18,7 @@ import click
 
 import fleet
 from stores import DEFAULT_GITLAB_URL, open_source
-from worker_logging import REDACTOR, configure_logging
+from worker_logging import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 @click.option("--name-prefix", default="codex-worker", show_default=True,
               help="Managed job names of this fleet's workers (other managed jobs are left alone).")
 @click.option("--lease-seconds", type=click.FloatRange(min=1), default=1800.0, show_default=True,
-              help="The workers' --lease-seconds: when a running job counts as abandoned.")
+              help="The launched workers' --lease-seconds (LEASE_SECONDS in their task).")
 @click.option("--max-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="The workers' --max-retries.")
 @click.option("--watch", "watch_seconds", type=click.FloatRange(min=10), default=None,
@@ -55,8 +55,7 @@ logger = logging.getLogger(__name__)
 def main(token, gitlab_url, local_paths, min_workers, max_workers, jobs_per_worker, target_wait_minutes,
          task_file, name_prefix, lease_seconds, max_retries, watch_seconds, dry_run, verbose):
     """Launch GPU workers (SkyPilot managed jobs) for the jobs waiting in the projects; workers drain and exit."""
-    configure_logging(verbose=verbose, secrets=[token or ""])
-    REDACTOR.add(token)
+    configure_logging(verbose=verbose, secrets=[token or ""])  # registers the token with the one redactor
     try:
         settings = fleet.FleetSettings(min_workers, max_workers, jobs_per_worker, name_prefix)
     except ValueError as exc:
@@ -70,7 +69,7 @@ def main(token, gitlab_url, local_paths, min_workers, max_workers, jobs_per_work
                                       envs={"GITLAB_URL": gitlab_url, "LEASE_SECONDS": f"{lease_seconds:g}"})
     try:
         while True:
-            fleet.run_cycle(source, cycle_fleet, lease_seconds=lease_seconds, max_retries=max_retries,
+            fleet.run_cycle(source, cycle_fleet, max_retries=max_retries,
                             dry_run=dry_run, target_wait_minutes=target_wait_minutes, echo=click.echo)
             if watch_seconds is None:
                 return

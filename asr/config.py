@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from asr.model import DEFAULT_BASE_MODEL
-from asr.text import TextNormalization
+from asr.text import TextNormalization, parse_flag
 
 FINE_TUNING_LEARNING_RATE = 5e-5  # the recipe's, for the pretrained model or an earlier job's
 SCRATCH_LEARNING_RATE = 2e-3  # a random preset (tests, the demo) learns next to nothing at fine-tuning rates
@@ -77,7 +77,7 @@ class AsrTrainConfig:
         if model.get("base_model"):
             values["base_model"] = str(model["base_model"])
         if model.get("from_scratch") is not None:
-            values["from_scratch"] = _flag(model["from_scratch"], "model.from_scratch")
+            values["from_scratch"] = parse_flag(model["from_scratch"], "model.from_scratch")
         values["post_correction"] = bool((job.get("transmorgrifier") or {}).get("enabled", False))
         values.update(overrides)
         config = cls(**values)
@@ -107,15 +107,6 @@ class AsrTrainConfig:
             raise ValueError(f"val_split + test_split must leave room for training ({self.val_split} + {self.test_split})")
         if (self.learning_rate is not None and self.learning_rate <= 0) or self.warmup_steps < 0:
             raise ValueError("learning_rate must be positive and warmup_steps not negative")
-
-
-def _flag(value: Any, key: str) -> bool:
-    # YAML gives booleans; a plugin that writes strings gets the same meaning.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.strip().lower() in ("true", "yes", "1")
-    raise ValueError(f"Job setting {key!r} must be true or false, got {value!r}")
 
 
 @dataclass

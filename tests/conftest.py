@@ -215,6 +215,59 @@ def block_network(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture
+def runner(monkeypatch):
+    """click's CliRunner for the worker's CLIs, without the caller's token, worker id or handler path."""
+    import logging
+
+    from click.testing import CliRunner
+
+    for name in ("GITLAB_TOKEN", "WORKER_ID", "WORKER_HANDLER_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    yield CliRunner()
+    root = logging.getLogger()  # main() installs a stderr handler bound to the runner's closed stream
+    for handler in [h for h in root.handlers if getattr(h, "_codex_worker", False)]:
+        root.removeHandler(handler)
+
+
+def undocumented_options(command, readme: str) -> list[str]:
+    """The long options and env vars of a click ``command`` that the README never names."""
+    missing = []
+    for param in command.params:
+        missing += [name for name in param.opts if name.startswith("--") and name != "--help"
+                    and f"`{name}" not in readme]
+        if getattr(param, "envvar", None) and f"`{param.envvar}`" not in readme:
+            missing.append(param.envvar)
+    return missing
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """No Hugging Face hub downloads: offline mode, and the worker's cached reachability answer forgotten."""
+    from tts_training import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.hub_reachable.cache_clear()
+    yield
+    hub.hub_reachable.cache_clear()
+
+
+@pytest.fixture
+def heartbeat_messages(monkeypatch) -> list[str]:
+    """Every status message a job running in this process sends (``JobCallbacks.heartbeat``), in order."""
+    from handlers.base import JobCallbacks
+
+    seen: list[str] = []
+    heartbeat = JobCallbacks.heartbeat
+
+    def recording(self, *args, message=None, **kwargs):
+        seen.append(message)
+        return heartbeat(self, *args, message=message, **kwargs)
+
+    monkeypatch.setattr(JobCallbacks, "heartbeat", recording)
+    return seen
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """In-process models in tests are tiny: they gain nothing from a second thread, and on a shared 2-core

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 
 import pytest
-from click.testing import CliRunner
 
 import worker_entry
-from conftest import ROOT, TEST_HANDLERS, LocalEnv, executions, make_job
+from conftest import ROOT, TEST_HANDLERS, LocalEnv, executions, make_job, undocumented_options
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
-    monkeypatch.delenv("WORKER_ID", raising=False)
-    monkeypatch.delenv("WORKER_HANDLER_PATH", raising=False)
-    yield CliRunner()
-    root = logging.getLogger()  # main() installs a stderr handler bound to the runner's closed stream
-    for handler in [h for h in root.handlers if getattr(h, "_codex_worker", False)]:
-        root.removeHandler(handler)
 
 
 def test_help_lists_every_option(runner):
@@ -106,13 +95,7 @@ def test_list_jobs_prints_the_plugin_view(runner, tmp_path, record_dir):
 
 def test_readme_documents_every_option():
     """Docs cannot drift: each option of --help appears in the README's option table."""
-    readme = (ROOT / "README.md").read_text()
-    for param in worker_entry.main.params:
-        for name in param.opts:
-            if name.startswith("--") and name != "--help":
-                assert f"`{name}" in readme, f"{name} is not documented in README.md"
-        if getattr(param, "envvar", None):
-            assert f"`{param.envvar}`" in readme, f"{param.envvar} is not documented in README.md"
+    assert undocumented_options(worker_entry.main, (ROOT / "README.md").read_text()) == []
 
 
 def test_gpus_must_be_auto_or_distinct_ids(runner, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import fleet
-from conftest import LocalEnv, make_job
+from conftest import LocalEnv, make_job, undocumented_options
 from fleet import FleetSettings, FleetWorker, QueueCount, plan_fleet
 from jobs import JobResponse, JobState, format_time, utc_now
 from local_store import LocalSource
@@ -144,7 +144,7 @@ def test_the_queue_counts_what_needs_a_gpu_the_way_a_worker_reads_it(tmp_path):
     broken.write_file("gpu_jobs/manifest.yaml", "version: 1\njobs: [unclosed\n")
     idle = LocalEnv(tmp_path / "idle")
 
-    count = fleet.count_queue(LocalSource([env.root, broken.root, idle.root]), lease_seconds=1800, max_retries=3)
+    count = fleet.count_queue(LocalSource([env.root, broken.root, idle.root]), max_retries=3)
     assert (count.pending, count.expired, count.running) == (2, 2, 1)
     assert (count.projects, count.bad_projects) == (3, 1)
     assert count.median_minutes() == {"test/training": pytest.approx(40.0)}
@@ -273,13 +273,13 @@ def test_an_idle_cycle_costs_what_an_idle_poll_costs(gitlab_server):
         gitlab_server.set_last_activity(f"fleet/p{number}", long_ago)
     now = [time.time()]
     source = GitLabSource(gitlab_server.url, gitlab_server.token, clock=lambda: now[0])
-    first = fleet.count_queue(source, lease_seconds=1800, max_retries=3)
+    first = fleet.count_queue(source, max_retries=3)
     assert first.projects == 4 and first.busy == 0
     costs = []
     for _ in range(3):
         now[0] += 60
         gitlab_server.reset_stats()
-        assert fleet.count_queue(source, lease_seconds=1800, max_retries=3).projects == 0
+        assert fleet.count_queue(source, max_retries=3).projects == 0
         costs.append(gitlab_server.stats()["total"])
     assert costs == [1, 1, 1]
     source.close()
@@ -288,8 +288,4 @@ def test_an_idle_cycle_costs_what_an_idle_poll_costs(gitlab_server):
 def test_the_scaling_command_is_documented_in_the_readme():
     import scale_workers
 
-    readme = (ROOT / "README.md").read_text()
-    for param in scale_workers.main.params:
-        for name in param.opts:
-            if name.startswith("--") and name != "--help":
-                assert f"`{name}" in readme, f"scale_workers.py {name} is not documented in README.md"
+    assert undocumented_options(scale_workers.main, (ROOT / "README.md").read_text()) == []

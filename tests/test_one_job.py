@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import worker_entry
 from conftest import TEST_HANDLERS, executions, make_job
 from jobs import format_time, utc_now
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.delenv("WORKER_ID", raising=False)
-    monkeypatch.delenv("WORKER_HANDLER_PATH", raising=False)
-    yield CliRunner()
-    root = logging.getLogger()  # main() installs a stderr handler bound to the runner's closed stream
-    for handler in [h for h in root.handlers if getattr(h, "_codex_worker", False)]:
-        root.removeHandler(handler)
 
 
 def project_name(env) -> str:

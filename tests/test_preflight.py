@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections import namedtuple
 from datetime import date, timedelta
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import preflight
 import worker_entry
@@ -24,14 +22,6 @@ from storage import FileAction
 MANIFEST = "version: 1\njobs: []\n"
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
-    monkeypatch.delenv("WORKER_ID", raising=False)
-    yield CliRunner()
-    root = logging.getLogger()  # main() installs a stderr handler bound to the runner's closed stream
-    for handler in [h for h in root.handlers if getattr(h, "_codex_worker", False)]:
-        root.removeHandler(handler)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from StableTTS.text import frontends as frontends_module
 from StableTTS.text import selection as selection_module
 from StableTTS.text.normalize import MAX_NUMBER, ethiopic_value, expand_numbers, find_unspeakable, number_language
 from test_tts_wrong_language_tag import verse_audio
-from tts_training import Utterance, hub
+from tts_training import Utterance
 from tts_training.data import prepare_clips
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng (phonemizer + espeakng-loader) missing")
@@ -40,12 +40,7 @@ TIGRINYA = "ሰባት ካብታ ከተማ ወጺኦም ማይ ክቐድሑ ና�
 SWAHILI = "Watu walitoka mjini wakaenda mtoni kuchota maji, kisha wakarudi nyumbani."
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.hub_reachable.cache_clear()
-    yield
-    hub.hub_reachable.cache_clear()
+pytestmark = pytest.mark.usefixtures("hub_offline")  # no hub downloads
 
 
 @pytest.fixture
@@ -232,18 +227,8 @@ def submit(env: LocalEnv, *jobs: dict) -> None:
 
 
 @pytest.fixture
-def statuses(monkeypatch) -> list[str]:
-    from handlers.base import JobCallbacks
-
-    seen: list[str] = []
-    heartbeat = JobCallbacks.heartbeat
-
-    def recording(self, *args, message=None, **kwargs):
-        seen.append(message)
-        return heartbeat(self, *args, message=message, **kwargs)
-
-    monkeypatch.setattr(JobCallbacks, "heartbeat", recording)  # the job runs in this process
-    return seen
+def statuses(heartbeat_messages) -> list[str]:
+    return heartbeat_messages  # the job runs in this process
 
 
 def test_a_job_lists_the_verses_with_unspeakable_numbers_before_speaking_them(tmp_path, statuses):

@@ -45,13 +45,7 @@ from tts_training.alignment import maximum_path_threaded
 DEMO = ROOT / "examples" / "demo_project"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No hub downloads (conftest keeps torch on one thread)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.hub_reachable.cache_clear()
-    yield
-    hub.hub_reachable.cache_clear()
+pytestmark = pytest.mark.usefixtures("hub_offline")  # no hub downloads
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import yaml
 
 from conftest import LocalEnv, fast_config, run_worker
 from StableTTS.text import espeak_available
-from tts_training import NoTrainingData, TrainConfig, TrainHooks, Utterance, hub, skip_summary, train
+from tts_training import NoTrainingData, TrainConfig, TrainHooks, Utterance, skip_summary, train
 from tts_training.config import TOO_SHORT, SkippedClip
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng (phonemizer + espeakng-loader) missing")
@@ -49,12 +49,7 @@ def verse_audio(path: Path, seconds: float, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.hub_reachable.cache_clear()
-    yield
-    hub.hub_reachable.cache_clear()
+pytestmark = pytest.mark.usefixtures("hub_offline")  # no hub downloads
 
 
 def utterances(tmp_path: Path, seconds: float = 5.0) -> list[Utterance]:
@@ -133,17 +128,9 @@ def geez_project(root: Path) -> LocalEnv:
 
 
 @needs_espeak
-def test_a_training_job_on_ge_ez_verses_tagged_french_completes_and_reports_its_front_end(tmp_path, monkeypatch):
-    from handlers.base import JobCallbacks
-
-    statuses: list[str] = []
-    heartbeat = JobCallbacks.heartbeat
-
-    def recording(self, *args, message=None, **kwargs):
-        statuses.append(message)
-        return heartbeat(self, *args, message=message, **kwargs)
-
-    monkeypatch.setattr(JobCallbacks, "heartbeat", recording)  # the job runs in this process
+def test_a_training_job_on_ge_ez_verses_tagged_french_completes_and_reports_its_front_end(tmp_path,
+                                                                                          heartbeat_messages):
+    statuses = heartbeat_messages  # the job runs in this process
     env = geez_project(tmp_path / "project")
     submitted = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     env.write_file("gpu_jobs/manifest.yaml", yaml.safe_dump({"version": 1, "jobs": [

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import timedelta
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import worker_entry
 from conftest import make_job
@@ -21,14 +19,6 @@ from project_activity import ProjectActivity, project_activity, unshare_verdict
 DAY_MINUTES = 24 * 60
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
-    monkeypatch.delenv("WORKER_ID", raising=False)
-    yield CliRunner()
-    root = logging.getLogger()  # main() installs a stderr handler bound to the runner's closed stream
-    for handler in [h for h in root.handlers if getattr(h, "_codex_worker", False)]:
-        root.removeHandler(handler)
 
 
 def manifest(*jobs: dict) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from asr.archive import extract_model_archive, find_model_folder
+from asr.text import parse_flag
 from handlers.common import fetch_project_file
 from storage import UnsafePath, confine_path
 
@@ -45,6 +46,11 @@ INPUTS_DIR = "inputs"           # under the work dir: models fetched from the pr
 
 class JobInputError(ValueError):
     """A manifest value, or a file it names, that the job cannot use. The message is for translators."""
+
+
+def flag_setting(value: Any, key: str) -> bool:
+    """A true/false job setting, refused as a ``JobInputError``."""
+    return parse_flag(value, key, error=JobInputError)
 
 
 def failure(message: str) -> dict[str, Any]:
@@ -116,7 +122,7 @@ def require_hub_model(callbacks, name: str | None) -> None:
     silent substitution. Jobs that continue a base checkpoint, name a preset or ask for ``model.from_scratch``
     do not load it."""
     if (callbacks.get_job_config(BASE_CHECKPOINT) or callbacks.get_job_config(PRESET)
-            or _flag(callbacks.get_job_config(FROM_SCRATCH, False), FROM_SCRATCH)):
+            or flag_setting(callbacks.get_job_config(FROM_SCRATCH, False), FROM_SCRATCH)):
         return
     from asr.model import DEFAULT_BASE_MODEL
     from tts_training.hub import hub_reachable, unavailable_reason
@@ -181,15 +187,6 @@ class TranscriptionSettings:
             raise JobInputError(f"inference.batch_size must be at least 1, not {batch_size}")
         language = callbacks.get_job_config("model.language")
         suppress_unk = callbacks.get_job_config("inference.suppress_unk", True)
-        return cls(batch_size=batch_size, suppress_unk=_flag(suppress_unk, "inference.suppress_unk"),
+        return cls(batch_size=batch_size, suppress_unk=flag_setting(suppress_unk, "inference.suppress_unk"),
                    unk_replacement=str(callbacks.get_job_config("inference.unk_replacement", "")),
                    language=str(language) if language else None)
-
-
-def _flag(value: Any, key: str) -> bool:
-    # YAML gives booleans; a plugin that writes strings gets the same meaning.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.strip().lower() in ("true", "yes", "1")
-    raise JobInputError(f"{key} must be true or false, not {value!r}")

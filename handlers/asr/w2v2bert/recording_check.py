@@ -30,7 +30,7 @@ from codex import CellRef, Notebook
 from handlers.common import CellAudio, SkipReport, fetch_cell_audio, job_paths, upload_job_files
 from preprocess_audio import AudioError, encode_audio, load_audio
 
-from .job_inputs import MODEL_NAME, SAMPLE_RATE, JobInputError, TranscriptionSettings, _flag
+from .job_inputs import MODEL_NAME, SAMPLE_RATE, JobInputError, TranscriptionSettings, flag_setting
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class CheckSettings:
 
     @classmethod
     def from_job(cls, callbacks) -> "CheckSettings":
-        enabled = _flag(callbacks.get_job_config("inference.check_recordings", True), "inference.check_recordings")
+        enabled = flag_setting(callbacks.get_job_config("inference.check_recordings", True), "inference.check_recordings")
         try:
             threshold = check_threshold(callbacks.get_job_config("inference.check_threshold", DEFAULT_THRESHOLD),
                                         "inference.check_threshold")
