@@ -11,7 +11,6 @@ The library entry point is ``tts_training.train``; the worker's TTS handlers cal
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from pathlib import Path
@@ -23,21 +22,11 @@ from StableTTS.text import FrontendUnavailable
 from tts_training import NoTrainingData, TrainConfig, TrainHooks, train
 from tts_training.config import FRONTEND_CHOICES, PRECISIONS, EpochReport
 from tts_training.datasets import DatasetError, read_dataset
+from training_metrics import METRICS_FILE, TTS_METRICS_COLUMNS, MetricsLog
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainHooks", "main", "train", "write_metrics_csv"]
-
-
-def write_metrics_csv(path: Path, history: list[dict]) -> None:
-    """``training_metrics.csv`` in the columns the Codex plugin charts (epoch first)."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in history)
-    os.replace(tmp, path)
+__all__ = ["TrainConfig", "TrainHooks", "main", "train"]
 
 
 @click.command()
@@ -84,6 +73,7 @@ def main(data, out, epochs, preset, base_checkpoint, no_pretrained, language, fr
     resume = out / "resume"
     if fresh and (resume / "state.pt").exists():
         (resume / "state.pt").unlink()
+    metrics = MetricsLog(out / METRICS_FILE, TTS_METRICS_COLUMNS)
     try:
         utterances = read_dataset(data)
         config = TrainConfig(epochs=epochs, preset=preset, pretrained=not no_pretrained,
@@ -92,7 +82,7 @@ def main(data, out, epochs, preset, base_checkpoint, no_pretrained, language, fr
                              max_clip_seconds=max_clip_seconds, val_split=val_split, precision=precision, seed=seed)
 
         def on_epoch(report: EpochReport) -> None:
-            write_metrics_csv(out / "training_metrics.csv", report.history)
+            metrics.follow(report.history)
 
         result = train(utterances, config, out, cache_dir=cache_dir or out / "cache", resume_dir=resume,
                        hooks=TrainHooks(epoch_end=on_epoch), device=device)
@@ -100,8 +90,7 @@ def main(data, out, epochs, preset, base_checkpoint, no_pretrained, language, fr
         raise click.ClickException(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return
-    if result.history:
-        write_metrics_csv(out / "training_metrics.csv", result.history)
+    metrics.follow(result.history)
     click.echo(f"Best epoch {result.best_epoch} ({result.best_metric} {result.best_value:.4f}): {result.checkpoint}; "
                f"{result.train_clips} training + {result.val_clips} validation clip(s), {len(result.skipped)} skipped")
 

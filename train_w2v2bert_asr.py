@@ -26,7 +26,7 @@ from transformers import PrinterCallback, Trainer, Wav2Vec2BertForCTC, set_seed
 from transformers.utils import logging as hf_logging
 
 from asr.archive import write_model_archive
-from asr.callbacks import BEST_STATE_FILE, AsrProgressCallback, MetricsCsv, argmax_logits, make_compute_metrics
+from asr.callbacks import BEST_STATE_FILE, AsrProgressCallback, argmax_logits, make_compute_metrics
 from asr.config import AsrTrainConfig, AsrTrainResult
 from asr.data import AsrExample, CtcCollator, drop_unalignable, prepare_clips, split_clips
 from asr.decode import Transcriber
@@ -56,6 +56,7 @@ from asr.training import (
     vocabulary_info,
 )
 from asr.vocab import load_feature_extractor, make_processor, save_processor
+from training_metrics import ASR_METRICS_COLUMNS, MetricsLog
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def train_asr(
         save_processor(processor, folder)
 
     callback = AsrProgressCallback(
-        MetricsCsv(layout.metrics_csv),
+        MetricsLog(layout.metrics_csv, ASR_METRICS_COLUMNS),
         layout.best_model,
         save_best,
         has_validation=bool(val),

@@ -1,10 +1,9 @@
-"""Glue between the Hugging Face ``Trainer`` and the worker: per-epoch metrics file, best-model
+"""Glue between the Hugging Face ``Trainer`` and the worker: per-epoch metrics rows, best-model
 tracking, progress/stop hooks, and WER/CER from greedy CTC decoding.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -18,39 +17,11 @@ from transformers import TrainerCallback
 
 from asr.decode import UNK_MARK
 from asr.vocab import Vocabulary
+from training_metrics import ASR_METRICS_COLUMNS, MetricsLog
 
 logger = logging.getLogger(__name__)
 
-METRICS_COLUMNS = ("epoch", "train_total_loss", "val_total_loss", "val_wer", "val_cer")
 BEST_STATE_FILE = "asr_best.json"
-
-
-class MetricsCsv:
-    """``checkpoint/training_metrics.csv``: one row per epoch, exactly ``METRICS_COLUMNS``.
-
-    A row for epoch *e* replaces any rows from *e* on: after a resume, epochs redone are not doubled.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def rows(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
-        with self.path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-
-    def write_row(self, row: dict) -> None:
-        epoch = int(row["epoch"])
-        kept = [r for r in self.rows() if r.get("epoch") and int(float(r["epoch"])) < epoch]
-        kept.append({k: _cell(row.get(k)) for k in METRICS_COLUMNS})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".csv.part")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(METRICS_COLUMNS), extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(kept)
-        tmp.replace(self.path)
 
 
 def _whole_epoch(state) -> bool:
@@ -102,7 +73,7 @@ class AsrProgressCallback(TrainerCallback):
 
     def __init__(
         self,
-        metrics_csv: MetricsCsv,
+        metrics: MetricsLog,
         best_dir: Path,
         save_best: Callable[[torch.nn.Module, Path], None],
         *,
@@ -110,7 +81,7 @@ class AsrProgressCallback(TrainerCallback):
         on_epoch_end: Callable[[int, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ):
-        self.metrics_csv = metrics_csv
+        self.metrics = metrics
         self.best_dir = Path(best_dir)
         self.save_best = save_best
         self.has_validation = has_validation
@@ -181,11 +152,11 @@ class AsrProgressCallback(TrainerCallback):
             "val_wer": metrics.get("eval_wer"),
             "val_cer": metrics.get("eval_cer"),
         }
-        self.metrics_csv.write_row(row)
+        self.metrics.append(epoch, **{k: v for k, v in row.items() if k != "epoch"})
         logger.info(
             "Epoch %d: train loss %s, val loss %s, WER %s, CER %s",
             epoch,
-            *(_cell(row[k]) or "-" for k in METRICS_COLUMNS[1:]),
+            *(_cell(row[k]) or "-" for k in ASR_METRICS_COLUMNS[1:]),
         )
         if self.user_epoch_end is not None:
             self.user_epoch_end(epoch, dict(row))

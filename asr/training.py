@@ -18,13 +18,13 @@ from datasets import Dataset
 from transformers import TrainingArguments, Wav2Vec2BertForCTC
 
 from asr.archive import MODEL_ARCHIVE_NAME, extract_model_archive, find_model_folder
-from asr.callbacks import METRICS_COLUMNS, MetricsCsv
 from asr.config import AsrTrainConfig
 from asr.data import PreparedClip
 from asr.decode import Transcriber
 from asr.model import supports_bf16
 from asr.postcorrect import learn_post_corrector, validate_post_corrector
 from asr.vocab import VocabularyReport, build_vocabulary, load_vocabulary
+from training_metrics import ASR_METRICS_COLUMNS, MetricsLog
 
 logger = logging.getLogger(__name__)
 
@@ -201,14 +201,7 @@ def score_clips(transcriber: Transcriber, clips: list[PreparedClip], config: Asr
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The metrics file as a list of dicts with numbers (None for empty cells)."""
-    rows = MetricsCsv(path).rows()
-    out = []
-    for row in rows:
-        item: dict[str, Any] = {"epoch": int(float(row["epoch"]))}
-        for key in METRICS_COLUMNS[1:]:
-            item[key] = float(row[key]) if row.get(key) not in (None, "") else None
-        out.append(item)
-    return out
+    return MetricsLog(path, ASR_METRICS_COLUMNS).numbers()
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -10,7 +10,7 @@ import torch
 from transformers import Wav2Vec2BertForCTC
 
 from asr.archive import extract_model_archive
-from asr.callbacks import METRICS_COLUMNS
+from training_metrics import ASR_METRICS_COLUMNS as METRICS_COLUMNS
 from asr.data import AsrExample, PreparedClip, SkipReport, ctc_alignable, prepare_clips, split_clips
 from asr.model import install_eval_logit_mask, logit_lengths, model_from_checkpoint, model_from_preset
 from asr.postcorrect import PostCorrector, align_outputs, learn_post_corrector, validate_post_corrector

@@ -23,7 +23,7 @@ Bad items are logged, counted and skipped (``SkipReport``), never fatal. Long lo
 from .audio import CellAudio, CollectedAudio, cells_needing_text, collect_training_pairs, fetch_cell_audio
 from .cells import CellSelection, ProjectNotebooks, cells_needing_audio, job_filter, load_notebooks
 from .job_files import JobPaths, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
-from .metrics import ASR_METRICS_COLUMNS, TTS_METRICS_COLUMNS, MetricsLog
+from training_metrics import ASR_METRICS_COLUMNS, TTS_METRICS_COLUMNS, MetricsLog
 from .reports import (
     ALREADY_RECORDED,
     EMPTY_TEXT,

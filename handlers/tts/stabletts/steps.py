@@ -209,27 +209,11 @@ class _Heartbeat:
             self.last = time.monotonic()
 
     def epoch_end(self, report) -> None:
-        write_metrics(self.metrics, report.history)
+        self.metrics.follow(report.history)
         self.callbacks.heartbeat(epochs_completed=report.epoch, message=report.status(),
                                  files={self.metrics_path: self.metrics.path})
         self.last = time.monotonic()
         self.callbacks.save_resume_state()  # throttled by the worker
-
-
-def write_metrics(metrics: MetricsLog, history: Sequence[dict]) -> None:
-    """Bring the metrics CSV in line with the run's history (rebuilt whole after a resume elsewhere)."""
-    if not history:
-        return
-    last = int(history[-1]["epoch"])
-    if metrics.last_epoch == last:
-        return
-    if metrics.last_epoch == last - 1:
-        rows = history[-1:]
-    else:
-        metrics.resume(1)
-        rows = history
-    for row in rows:
-        metrics.append(int(row["epoch"]), **{k: v for k, v in row.items() if k != "epoch"})
 
 
 def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
@@ -257,7 +241,7 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
         # The folder holds the last finished epoch: make it survive this worker, then stop.
         callbacks.save_resume_state(force=True)
         raise
-    write_metrics(metrics, result.history)
+    metrics.follow(result.history)
     sidecar = sidecar_path(result.checkpoint)
     upload_job_files(callbacks, {paths.checkpoint: result.checkpoint,
                                  str(Path(paths.checkpoint).with_suffix(".json").as_posix()): sidecar,

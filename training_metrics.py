@@ -1,8 +1,8 @@
 """``checkpoint/training_metrics.csv``: one row per epoch, exactly the columns the plugin charts.
 
-The plugin plots every numeric column against ``epoch`` and stars the lowest ``val_total_loss``. A resumed
-job reads the file back and drops the rows of the epochs it is about to run again, so the chart never shows
-an epoch twice.
+The one writer of that file, for TTS and ASR, for the handlers and the training CLIs alike. The plugin plots
+every numeric column against ``epoch`` and stars the lowest ``val_total_loss``. A resumed job reads the file
+back and drops the rows of the epochs it is about to run again, so the chart never shows an epoch twice.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,11 @@ TTS_METRICS_COLUMNS = ("epoch", "train_total_loss", "train_diff_loss", "train_du
 ASR_METRICS_COLUMNS = ("epoch", "train_total_loss", "val_total_loss", "val_wer", "val_cer")
 
 
+METRICS_FILE = "training_metrics.csv"
+
+
 class MetricsLog:
-    """A metrics CSV on local disk (upload it with ``upload_job_files``). An existing file is read back."""
+    """A metrics CSV on local disk (a handler uploads it with its heartbeats). An existing file is read back."""
 
     def __init__(self, path: str | Path, columns: Sequence[str]):
         if not columns or columns[0] != "epoch" or len(set(columns)) != len(columns):
@@ -68,6 +71,25 @@ class MetricsLog:
         row = {"epoch": str(int(epoch))} | {c: _format(values.get(c)) for c in self.columns[1:]}
         self.rows = [r for r in self.rows if int(r["epoch"]) < int(epoch)] + [row]
         self._write()
+
+    def follow(self, history: Sequence[Mapping[str, Any]]) -> None:
+        """Bring the file in line with a run's history (``[{"epoch": 1, ...}, ...]``): the newest row is
+        appended; a history that does not continue the file (a resume elsewhere) rewrites it whole."""
+        if not history:
+            return
+        last = int(history[-1]["epoch"])
+        if self.last_epoch == last:
+            return
+        rows = history[-1:] if self.last_epoch == last - 1 else history
+        if rows is history:
+            self.resume(1)
+        for row in rows:
+            self.append(int(row["epoch"]), **{k: v for k, v in row.items() if k != "epoch"})
+
+    def numbers(self) -> list[dict[str, Any]]:
+        """The rows with numbers (None for an empty cell), epoch as int."""
+        return [{"epoch": int(row["epoch"])} | {c: float(row[c]) if row[c] else None for c in self.columns[1:]}
+                for row in self.rows]
 
     def best(self, column: str = "val_total_loss") -> tuple[int, float] | None:
         """``(epoch, value)`` with the lowest ``column`` (the plugin's star), or None when it has no values."""
