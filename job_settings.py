@@ -2,8 +2,8 @@
 
 A job is one entry of ``gpu_jobs/manifest.yaml`` (a mapping; docs/job_protocol.md lists its keys). Settings
 are addressed by dotted keys (``"inference.diffusion_steps"``); a key that is absent or ``null`` takes its
-default. A value that cannot be used raises ``JobSettingError`` naming the key and the value, which a handler
-reports as the job's failure: a translator can fix it, so it is never a traceback.
+default. A value that cannot be used raises ``JobSettingError`` (a ``JobInputError``) naming the key and the value, which
+a handler reports as the job's failure: a translator can fix it, so it is never a traceback.
 
 YAML gives booleans and numbers, but the plugin (and people) sometimes write ``"true"`` or ``"20"``: those
 mean what they say. ``True`` is never taken as the number 1.
@@ -17,7 +17,12 @@ _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
 
 
-class JobSettingError(ValueError):
+class JobInputError(ValueError):
+    """What a translator or an admin can fix (a setting, a missing file, nothing to train on): the message,
+    one line naming the file or key, becomes the job's failure."""
+
+
+class JobSettingError(JobInputError):
     """A manifest value that cannot be used; the message names the key."""
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from StableTTS.text import FrontendUnavailable, describe_counts, select_frontend
-from tts_training import PreparedData, TrainConfig, prepare_clips, skip_summary
-from tts_training.config import FRONTEND_CHOICES
-from tts_training.datasets import DatasetError, read_dataset
+from tts import PreparedData, TrainConfig, prepare_clips, skip_summary
+from tts.config import FRONTEND_CHOICES
+from tts.datasets import DatasetError, read_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ StableTTS) with ``best_model.json`` (model config, text front end, training sett
 ``cache/`` (mels and symbol ids, see preprocess_stabletts.py). Several GPUs: launch with torchrun, e.g.
 ``torchrun --nproc_per_node=4 train_stabletts.py ...`` (plain DistributedDataParallel).
 
-The library entry point is ``tts_training.train``; the worker's TTS handlers call it the same way.
+The library entry point is ``tts.train``; the worker's TTS handlers call it the same way.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import click
 
 from StableTTS import PRESETS, CheckpointError
 from StableTTS.text import FrontendUnavailable
-from tts_training import NoTrainingData, TrainConfig, TrainHooks, train
-from tts_training.config import FRONTEND_CHOICES, PRECISIONS, EpochReport
-from tts_training.datasets import DatasetError, read_dataset
+from tts import NoTrainingData, TrainConfig, TrainHooks, train
+from tts.config import FRONTEND_CHOICES, PRECISIONS, EpochReport
+from tts.datasets import DatasetError, read_dataset
 from training_metrics import METRICS_FILE, TTS_METRICS_COLUMNS, MetricsLog
 
 logger = logging.getLogger(__name__)

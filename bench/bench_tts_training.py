@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import StableTTS.model as stabletts_model  # noqa: E402
 from StableTTS import build_model  # noqa: E402
-from tts_training.alignment import cpu_alignment, maximum_path_threaded  # noqa: E402
-from tts_training.data import ClipDataset, Utterance, collate, length_batches, prepare_clips  # noqa: E402
+from tts.alignment import cpu_alignment, maximum_path_threaded  # noqa: E402
+from tts.data import ClipDataset, Utterance, collate, length_batches, prepare_clips  # noqa: E402
 
 DEMO = ROOT / "examples" / "demo_project"
 

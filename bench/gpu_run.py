@@ -52,7 +52,7 @@ from asr.vocab import build_vocabulary, load_feature_extractor  # noqa: E402
 from StableTTS import Vocos, mel_spectrogram  # noqa: E402
 from StableTTS.synthesis import bf16_supported  # noqa: E402
 from StableTTS.text import RomanizedFrontend  # noqa: E402
-from tts_training.alignment import cpu_alignment  # noqa: E402
+from tts.alignment import cpu_alignment  # noqa: E402
 
 logger = logging.getLogger("gpu_run")
 

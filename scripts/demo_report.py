@@ -528,7 +528,7 @@ def voice_timings(project: Path, checkpoint: Path) -> list[VerseTiming]:
 
     from StableTTS.checkpoint import load_model
     from StableTTS.text import frontend_from_dict
-    from tts_training.data import FRAMES_PER_SECOND, cached_mel
+    from tts.data import FRAMES_PER_SECOND, cached_mel
 
     model, sidecar = load_model(checkpoint)
     frontend = frontend_from_dict((sidecar or {})["frontend"])

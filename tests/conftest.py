@@ -244,7 +244,7 @@ def undocumented_options(command, readme: str) -> list[str]:
 @pytest.fixture
 def hub_offline(monkeypatch):
     """No Hugging Face hub downloads: offline mode, and the worker's cached reachability answer forgotten."""
-    from tts_training import hub
+    from tts import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.hub_reachable.cache_clear()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("codex", "handlers", "StableTTS", "asr", "tts_training")
+PACKAGES = ("codex", "handlers", "StableTTS", "asr", "tts")
 SCRIPT_DIRS = ("scripts", "bench")
 
 

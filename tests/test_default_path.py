@@ -24,7 +24,7 @@ from demo_env import DemoProject  # noqa: E402
 from handlers.asr.w2v2bert.job_inputs import JobInputError, initialised_from, resolve_base_model  # noqa: E402
 from handlers.tts.stabletts.steps import JobSettingError, training_config  # noqa: E402
 from StableTTS.vocoder import HUB_REPO, HUB_TTS_FILE  # noqa: E402
-from tts_training import PretrainedUnavailable, TrainConfig, hub_reachable, initial_model  # noqa: E402
+from tts import PretrainedUnavailable, TrainConfig, hub_reachable, initial_model  # noqa: E402
 
 W2V_BERT = rehearse.W2V_BERT_REPO
 TINY_W2V_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
@@ -111,7 +111,7 @@ def test_seeded_files_load_the_way_default_jobs_load_them(seeded, monkeypatch):
     from asr.model import model_from_base
     from asr.vocab import build_vocabulary, load_feature_extractor
     from StableTTS.vocoder import load_vocoder
-    from tts_training import pretrained_weights
+    from tts import pretrained_weights
 
     use_cache(monkeypatch, seeded)
     extractor = load_feature_extractor(W2V_BERT)
@@ -255,8 +255,8 @@ def test_rehearsal_manifest_is_four_valid_default_jobs():
 
 
 def test_step_time_reads_the_jobs_log_lines():
-    tts = ("2026-01-01 10:00:00 INFO    tts_training.loop: Training on 5 clip(s), validating on 1; 3 batch(es) "
-           "per epoch on cpu (fp32)\n2026-01-01 10:01:30 INFO    tts_training.loop: epoch 1/1 · train loss 68.2 "
+    tts = ("2026-01-01 10:00:00 INFO    tts.loop: Training on 5 clip(s), validating on 1; 3 batch(es) "
+           "per epoch on cpu (fp32)\n2026-01-01 10:01:30 INFO    tts.loop: epoch 1/1 · train loss 68.2 "
            "(diff 44.6, dur 1.0, prior 22.6) · val loss 61.2 · best · 82.5 s\n")
     assert rehearse.step_time(tts) == "27.5 s (TTS, 3 batch(es))"
     asr = ("2026-01-01 10:00:00 INFO    asr.data: Split 6 clip(s): 4 train, 1 validation, 1 test\n"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from job_settings import JobSettingError, JobSettings, lookup, parse_flag
+from job_settings import JobInputError, JobSettingError, JobSettings, lookup, parse_flag
 
 JOB = {"epochs": 20, "batch_size": "8", "learning_rate": "1e-4",
        "model": {"from_scratch": "yes", "language": " am ", "preset": None},
@@ -49,4 +49,4 @@ def test_flags_accept_what_people_write():
     assert [parse_flag(v, "k") for v in (True, "TRUE", " no ", "1", False)] == [True, True, False, True, False]
     with pytest.raises(JobSettingError, match="'k' must be true or false"):
         parse_flag(1, "k")
-    assert issubclass(JobSettingError, ValueError)
+    assert issubclass(JobSettingError, JobInputError) and issubclass(JobInputError, ValueError)

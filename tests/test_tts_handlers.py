@@ -26,7 +26,7 @@ from handlers.common import TTS_METRICS_COLUMNS
 from preprocess_audio import probe_audio
 from StableTTS import build_model, load_state_dict_file, save_checkpoint
 from StableTTS.text import PhonemeFrontend
-from tts_training import hub
+from tts import hub
 
 pytestmark = pytest.mark.slow  # the demo's TTS jobs (train, synthesize, write back) run once: ~2 min on 2 cores
 

@@ -31,8 +31,8 @@ from StableTTS.text import frontends as frontends_module
 from StableTTS.text import selection as selection_module
 from StableTTS.text.normalize import MAX_NUMBER, ethiopic_value, expand_numbers, find_unspeakable, number_language
 from test_tts_wrong_language_tag import verse_audio
-from tts_training import Utterance
-from tts_training.data import prepare_clips
+from tts import Utterance
+from tts.data import prepare_clips
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng (phonemizer + espeakng-loader) missing")
 
@@ -180,7 +180,7 @@ def test_training_texts_with_unspoken_numbers_are_kept_counted_and_logged(tmp_pa
     utterances = [Utterance(f"GEN 1:{i}", text, verse_audio(tmp_path / f"{i}.wav", 3.0, i))
                   for i, text in enumerate(["Watu 12 walikuja mjini.", "Walikwenda Mt. Sinai kuomba.",
                                             "Watu walitoka mjini wakaenda mtoni."], 1)]
-    with caplog.at_level(logging.WARNING, logger="tts_training.data"):
+    with caplog.at_level(logging.WARNING, logger="tts.data"):
         data = prepare_clips(utterances, RomanizedFrontend("swh", romanizer="latin"), tmp_path / "cache")
     assert len(data.clips) == 3 and not data.skipped  # kept: the recordings are still the reader's voice
     assert data.unspeakable == [("GEN 1:1", "digits 12"), ("GEN 1:2", "abbreviation Mt.")]

@@ -1,4 +1,4 @@
-"""StableTTS training (``tts_training``, ``train_stabletts.py``, ``preprocess_stabletts.py``) on the demo project's
+"""StableTTS training (``tts``, ``train_stabletts.py``, ``preprocess_stabletts.py``) on the demo project's
 recordings: CPU, offline (no hub downloads), tiny models, a few epochs.
 
 Monotonic alignment search itself is checked against a brute-force dynamic programme, for both the numba
@@ -28,7 +28,7 @@ from StableTTS.alignment import maximum_path_numba
 from StableTTS.dit import sequence_mask
 from StableTTS import CheckpointError, build_model, load_model, load_state_dict_file, read_sidecar, save_checkpoint
 from StableTTS.text import PhonemeFrontend
-from tts_training import (
+from tts import (
     TrainConfig,
     TrainHooks,
     Utterance,
@@ -39,8 +39,8 @@ from tts_training import (
     split_clips,
     train,
 )
-from tts_training import hub
-from tts_training.alignment import maximum_path_threaded
+from tts import hub
+from tts.alignment import maximum_path_threaded
 
 DEMO = ROOT / "examples" / "demo_project"
 
@@ -207,7 +207,7 @@ def test_mels_and_symbols_are_cached_by_content(tmp_path, monkeypatch):
     # A copy of a recording under another name hits the same cache entry; nothing is decoded again.
     copy = tmp_path / "copy.webm"
     shutil.copyfile(utterances[0].audio_path, copy)
-    import tts_training.data as data
+    import tts.data as data
 
     monkeypatch.setattr(data, "load_audio", lambda *a, **k: pytest.fail("decoded a cached recording"))
     again = prepare_clips([Utterance("copy", utterances[0].text, copy), utterances[1]],
@@ -217,7 +217,7 @@ def test_mels_and_symbols_are_cached_by_content(tmp_path, monkeypatch):
 
 
 def test_threaded_cpu_alignment_equals_the_builtin_one():
-    """What training on CUDA uses instead of the per-frame torch loop (tts_training.alignment)."""
+    """What training on CUDA uses instead of the per-frame torch loop (tts.alignment)."""
     generator = torch.Generator().manual_seed(5)
     t_x, t_y = torch.tensor([7, 3, 12, 1, 9]), torch.tensor([20, 3, 40, 6, 9])
     value = torch.randn(5, 12, 40, generator=generator)
@@ -310,7 +310,7 @@ def test_the_training_library_never_imports_the_worker():
     import subprocess
     import sys
 
-    code = ("import sys, tts_training, train_stabletts, preprocess_stabletts; "
+    code = ("import sys, tts, train_stabletts, preprocess_stabletts; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "{'handlers', 'worker', 'jobs', 'job_process', 'storage', 'stores', 'local_store', 'local_jobs', "
             "'gitlab_jobs', 'codex'}))")

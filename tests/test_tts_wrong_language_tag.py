@@ -20,8 +20,8 @@ import yaml
 
 from conftest import LocalEnv, fast_config, run_worker
 from StableTTS.text import espeak_available
-from tts_training import NoTrainingData, TrainConfig, TrainHooks, Utterance, skip_summary, train
-from tts_training.config import TOO_SHORT, SkippedClip
+from tts import NoTrainingData, TrainConfig, TrainHooks, Utterance, skip_summary, train
+from tts.config import TOO_SHORT, SkippedClip
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng (phonemizer + espeakng-loader) missing")
 

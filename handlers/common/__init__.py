@@ -37,6 +37,7 @@ from .reports import (
     Progress,
     SkippedItem,
     SkipReport,
+    failure,
 )
 from .write_back import (
     GeneratedTake,
@@ -53,6 +54,7 @@ __all__ = [
     "CellAudio", "CellSelection", "CollectedAudio", "GeneratedTake", "JobPaths", "MetricsLog", "ProjectFileMissing",
     "ProjectNotebooks", "Progress", "SkippedItem", "SkipReport", "TakesWritten", "Transcript",
     "TranscriptionsWritten",
-    "cells_needing_audio", "cells_needing_text", "collect_training_pairs", "fetch_cell_audio", "fetch_project_file",
+    "cells_needing_audio", "cells_needing_text", "collect_training_pairs", "failure", "fetch_cell_audio",
+    "fetch_project_file",
     "job_filter", "job_paths", "load_notebooks", "upload_job_files", "write_generated_takes", "write_transcriptions",
 ]

@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from tqdm import tqdm
 
@@ -98,6 +98,12 @@ class SkipReport:
                         item.cell_id, item.reason, f" -- {item.detail}" if item.detail else "")
         if len(self.items) > _LOGGED_ITEMS:
             logger.info("  ... and %d more", len(self.items) - _LOGGED_ITEMS)
+
+
+def failure(message: str) -> dict[str, Any]:
+    """A failed job's result: ``message`` is what the plugin shows translators (the details are in logs.txt)."""
+    logger.error("%s", message)
+    return {"success": False, "error_message": message}
 
 
 class Progress:

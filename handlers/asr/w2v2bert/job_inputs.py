@@ -125,7 +125,7 @@ def require_hub_model(callbacks, name: str | None) -> None:
             or flag_setting(callbacks.get_job_config(FROM_SCRATCH, False), FROM_SCRATCH)):
         return
     from asr.model import DEFAULT_BASE_MODEL
-    from tts_training.hub import hub_reachable, unavailable_reason
+    from tts.hub import hub_reachable, unavailable_reason
 
     repo = name or DEFAULT_BASE_MODEL
     if Path(repo).is_dir() or _hub_model_cached(repo) or hub_reachable():

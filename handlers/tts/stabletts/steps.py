@@ -1,7 +1,7 @@
 """What the three StableTTS handlers share: job settings, the training run, the voice, and the synthesis.
 
 Training (``train_voice``): the project's recorded verses with text (the job's ``training`` filter) are
-fetched, handed to ``tts_training.train`` as plain ``Utterance`` records, and followed through hooks that
+fetched, handed to ``tts.train`` as plain ``Utterance`` records, and followed through hooks that
 write ``checkpoint/training_metrics.csv``, send a heartbeat per epoch ("epoch 12/100 · val loss 1.23 · ETA
 41 min") and keep the resumable state in ``callbacks.get_resume_dir()``. When the worker stops the job
 (``JobInterrupted``) the state of the last finished epoch is uploaded at once, so the next worker continues
@@ -65,9 +65,9 @@ from preprocess_audio import ENCODE_FORMATS, AudioError, encode_audio
 from storage import UnsafePath
 from StableTTS import CheckpointError, load_model, read_sidecar, sidecar_path
 from StableTTS.text import FrontendUnavailable, describe_counts, frontend_from_dict
-from tts_training import (HUB_VOCOS_FILE, STATE_FILE, NoTrainingData, PretrainedUnavailable, TrainConfig,
+from tts import (HUB_VOCOS_FILE, STATE_FILE, NoTrainingData, PretrainedUnavailable, TrainConfig,
                           TrainHooks, TrainResult, Utterance, hub_file, pretrained_weights, train)
-from tts_training.config import FRONTEND_CHOICES
+from tts.config import FRONTEND_CHOICES
 
 logger = logging.getLogger(__name__)
 

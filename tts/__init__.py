@@ -2,7 +2,7 @@
 
 Public API::
 
-    from tts_training import TrainConfig, TrainHooks, Utterance, train
+    from tts import TrainConfig, TrainHooks, Utterance, train
 
     result = train([Utterance("GEN 1:1", "In the beginning…", Path("gen_1_1.webm"))], TrainConfig(epochs=50),
                    "run/", resume_dir="run/resume", hooks=TrainHooks(progress=print, epoch_end=on_epoch))
