@@ -1,6 +1,7 @@
 """Git LFS as the worker meets it: pointer files (recognising them, so a pointer is never taken for audio,
-and writing them), which project files LFS keeps as the root ``.gitattributes`` says, and the line a worker
-adds for large results it writes where no line covers them yet (models: Codex tracks audio only).
+and writing them), fetching the real bytes behind one of several paths, which project files LFS keeps as the
+root ``.gitattributes`` says, and the line a worker adds for large results it writes where no line covers them
+yet (models: Codex tracks audio only).
 
 GitLab reads only the root ``.gitattributes`` (nested ones are ignored), and so does this module. Both
 backends use it: GitLab sends such files through the LFS batch API (gitlab_jobs.py); the local backend writes
@@ -14,9 +15,10 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
-from storage import FileAction, FileVersion
+from storage import FileAction, FileVersion, UnsafePath
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ LFS_MIN_BYTES = 10 * 1024 * 1024  # results this large go to LFS where .gitattri
 WORKER_RESULTS = "gpu_jobs/"  # the size rule applies only here: translators' files keep the form they have
 LFS_SPEC = "https://git-lfs.github.com/spec/v1"
 _LFS_VERSIONS = (LFS_SPEC, "https://hawser.github.com/spec/v1")  # git-lfs still reads its old name
+POINTER_MAX_BYTES = 1024  # git-lfs takes no larger file for a pointer (docs/gitlab.md)
+EMPTY = "empty"
+POINTER_ONLY = "only a Git LFS pointer (its content was never uploaded)"
 
 
 # -- pointer files -----------------------------------------------------------------------------------
@@ -37,7 +42,7 @@ class LfsPointer:
 
 def parse_lfs_pointer(data: bytes) -> LfsPointer | None:
     """The pointer described by ``data``, or None when ``data`` is not a Git LFS pointer file."""
-    if len(data) > 1024 or not data.startswith(b"version "):
+    if len(data) > POINTER_MAX_BYTES or not data.startswith(b"version "):
         return None
     try:
         lines = data.decode("ascii").splitlines()
@@ -56,6 +61,55 @@ def parse_lfs_pointer(data: bytes) -> LfsPointer | None:
 def is_lfs_pointer(data: bytes) -> bool:
     """True when ``data`` (a file's bytes, or its first KiB) is a Git LFS pointer rather than content."""
     return parse_lfs_pointer(data) is not None
+
+
+def real_content_problem(local_path: str | Path) -> str | None:
+    """Why the file at ``local_path`` holds no real content -- ``EMPTY`` or ``POINTER_ONLY``, worded to
+    follow "<file> is" -- or None when it does."""
+    with open(local_path, "rb") as fh:
+        head = fh.read(POINTER_MAX_BYTES + 1)  # one byte more than a pointer can have: a longer file is content
+    if not head:
+        return EMPTY
+    return POINTER_ONLY if is_lfs_pointer(head) else None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The first candidate that held real bytes (``path`` and ``local`` None when none did), and why each
+    candidate before it was passed over ("<path> does not exist", "<path> is empty", ...)."""
+
+    path: str | None
+    local: Path | None
+    problems: tuple[str, ...]
+
+
+def fetch_real(download: Callable[[str, Path], Path], candidates: Iterable[str],
+               dest: Path | Callable[[str], Path], *, skip_unsafe: bool = False) -> FetchResult:
+    """Download ``candidates`` in order with ``download`` (a store's ``download``) until one holds real
+    bytes; an empty file or a bare pointer is removed and the next candidate tried. ``dest`` is the local
+    file, or gives it for a candidate. With ``skip_unsafe`` a candidate the store refuses to read (a local
+    link leading outside the project) is passed over too; otherwise its ``UnsafePath`` is raised."""
+    problems: list[str] = []
+    for path in candidates:
+        local = dest(path) if callable(dest) else Path(dest)
+        try:
+            download(path, local)
+        except FileNotFoundError:
+            problems.append(f"{path} does not exist")
+            continue
+        except UnsafePath as exc:
+            if not skip_unsafe:
+                raise
+            logger.warning("Not reading %s: %s", path, exc)
+            problems.append(f"{path} is not read: {exc}")
+            continue
+        problem = real_content_problem(local)
+        if problem is None:
+            return FetchResult(path, local, tuple(problems))
+        logger.debug("%s is %s", path, problem)
+        problems.append(f"{path} is {problem}")
+        local.unlink(missing_ok=True)
+    return FetchResult(None, None, tuple(problems))
 
 
 def pointer_text(oid: str, size: int) -> str:

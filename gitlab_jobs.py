@@ -48,8 +48,8 @@ import gitlab
 import gitlab.exceptions
 import requests
 
-from git_lfs import (GITATTRIBUTES, LFS_MIN_BYTES, LfsRules, large_result, parse_lfs_pointer, pointer_text,
-                     tracking_actions)
+from git_lfs import (GITATTRIBUTES, LFS_MIN_BYTES, POINTER_MAX_BYTES, LfsRules, large_result, parse_lfs_pointer,
+                     pointer_text, tracking_actions)
 from jobs import MANIFEST_PATH  # the source serves the projects that hold the protocol's manifest
 from storage import (
     AccessDenied,
@@ -450,7 +450,7 @@ class GitLabProjectStore(ProjectStore):
                     source = tar.extractfile(member)
                     if source is None:
                         continue
-                    if member.size <= 1024:
+                    if member.size <= POINTER_MAX_BYTES:
                         head = source.read()
                         if parse_lfs_pointer(head):
                             continue

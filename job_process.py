@@ -29,16 +29,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jobs
+from handler_api import (FINAL_MESSAGES, CommitDone, CommitRequest, HandlerResult, HandlerStopped, JobCallbacks,
+                         JobInterrupted, Progress, StopKind, StopRequest, portable_error)
 from handler_discovery import load_handler
 from storage import FileAction, StorageError, StorageUnavailable, StoreSpec
 from stores import open_store
-from job_messages import (FINAL_MESSAGES, CommitDone, CommitRequest, HandlerResult, HandlerStopped, JobInterrupted,
-                          Progress, StopKind, StopRequest, portable_error)
 from worker_logging import REDACTOR, JobLogFile, OutputRelay, configure_logging, redacted_data
 
 logger = logging.getLogger(__name__)
 
-LOG_PATH = "logs.txt"
 FINAL_WRITE_RETRIES = 6   # transient failures of the final write (server trouble), with capped back-off
 
 
@@ -57,10 +56,8 @@ def child_main(conn, store_spec: StoreSpec, job_context: dict[str, Any], handler
                settings: ChildSettings, shared_resume_dir: str | None = None, output: tuple | None = None) -> None:
     """Entry point of the job's child process (or thread, in in-process mode). ``output``: the write ends
     (connections) of the pipes that become this process's stdout and stderr (see ``OutputRelay``)."""
-    from handlers.base import JobCallbacks
-
     job_id = str(job_context.get("job_id"))
-    job_log = JobLogFile(Path(work_dir) / LOG_PATH, job_id=job_id)
+    job_log = JobLogFile(Path(work_dir) / jobs.LOGS_FILE, job_id=job_id)
     if settings.visible_devices is not None and not settings.in_process:
         # Before anything imports torch: CUDA reads this once, when it initialises.
         os.environ["CUDA_VISIBLE_DEVICES"] = settings.visible_devices
@@ -137,7 +134,6 @@ def human_error(exc: BaseException) -> str:
 
 
 # -- the parent ------------------------------------------------------------------------------------
-Stop = StopKind  # the worker's name for why a job is stopped
 
 
 @dataclass
@@ -170,7 +166,7 @@ class JobExecution:
         self.job_id = lease.job.job_id
         self.log_extra = {"job_id": self.job_id, "project": lease.store.name}
         self._lease_lock = threading.Lock()        # keeper and pump both write response.yaml
-        self._stop: tuple[Stop, str] | None = None
+        self._stop: tuple[StopKind, str] | None = None
         self._stop_sent_at: float | None = None
         self._kill_now = False
         self._stage: str | None = None         # the earlier worker's heartbeat(stage=...), logged when it changes
@@ -181,11 +177,11 @@ class JobExecution:
         self._exists: dict[str, bool] = {}     # job file -> whether the project has it (create or update)
         self._done = threading.Event()
         self._manifest_problem: str | None = None  # why the manifest cannot be read now (the job carries on)
-        self.job_log = JobLogFile(self.work_dir / LOG_PATH, job_id=self.job_id)
+        self.job_log = JobLogFile(self.work_dir / jobs.LOGS_FILE, job_id=self.job_id)
 
     # -- control from outside (signals) --------------------------------------------------------------
-    def request_stop(self, kind: Stop, reason: str) -> None:
-        if self._stop is None or kind is Stop.LEASE_LOST:
+    def request_stop(self, kind: StopKind, reason: str) -> None:
+        if self._stop is None or kind is StopKind.LEASE_LOST:
             self._stop = (kind, reason)
 
     def kill_now(self) -> None:
@@ -298,8 +294,8 @@ class JobExecution:
     def _commit_for_child(self, actions: list[FileAction], text: str) -> BaseException | None:
         """None once committed; else the error the handler's ``commit`` raises, in a form that survives
         the pipe with its type (a lost lease becomes the stop itself)."""
-        if self._stop is not None and self._stop[0] is Stop.LEASE_LOST:
-            return JobInterrupted(Stop.LEASE_LOST, self._stop[1])
+        if self._stop is not None and self._stop[0] is StopKind.LEASE_LOST:
+            return JobInterrupted(StopKind.LEASE_LOST, self._stop[1])
         text = REDACTOR.redact(text)
         try:
             with self._lease_lock:
@@ -310,8 +306,8 @@ class JobExecution:
                 self._written["at"] = time.monotonic()
             return None
         except jobs.LeaseLost as exc:
-            self.request_stop(Stop.LEASE_LOST, str(exc))
-            return JobInterrupted(Stop.LEASE_LOST, str(exc))
+            self.request_stop(StopKind.LEASE_LOST, str(exc))
+            return JobInterrupted(StopKind.LEASE_LOST, str(exc))
         except Exception as exc:  # storage errors, or network trouble etc.: the handler decides whether to retry
             if not isinstance(exc, StorageError):
                 logger.warning("commit for the job failed: %s", human_error(exc), extra=self.log_extra)
@@ -331,14 +327,14 @@ class JobExecution:
                     verdict, reason = jobs.check_lease(self.lease)
                     unreadable = verdict is jobs.LeaseCheck.MANIFEST_UNREADABLE
                     if verdict is not jobs.LeaseCheck.OK and not unreadable:
-                        kind = Stop.TIMED_OUT if verdict is jobs.LeaseCheck.TIMED_OUT else Stop.CANCELED
+                        kind = StopKind.TIMED_OUT if verdict is jobs.LeaseCheck.TIMED_OUT else StopKind.CANCELED
                         self.request_stop(kind, reason)
                         continue
                     if self._note_manifest(reason if unreadable else None) or self._renewal_due(now):
                         self._renew()
             except jobs.LeaseLost as exc:
                 logger.warning("lease lost: %s", exc, extra={**self.log_extra, "event": "lease_lost"})
-                self.request_stop(Stop.LEASE_LOST, str(exc))
+                self.request_stop(StopKind.LEASE_LOST, str(exc))
             except Exception as exc:  # a flaky server: the lease has slack, try again at the next check
                 logger.warning("lease check failed, will retry: %s", human_error(exc), extra=self.log_extra)
 
@@ -410,7 +406,7 @@ class JobExecution:
     # -- what rides along with response.yaml ---------------------------------------------------------
     def _job_files(self, files: dict[str, bytes]) -> dict[str, bytes]:
         """Files a heartbeat brought, kept only inside this job's folder (the child checked it too)."""
-        folder = jobs.job_dir(self.job_id) + "/"
+        paths = jobs.job_paths(self.job_id)
         kept = {}
         for path, content in files.items():
             try:
@@ -418,7 +414,7 @@ class JobExecution:
             except (ValueError, TypeError) as exc:
                 logger.warning("ignoring a heartbeat file: %s", exc, extra=self.log_extra)
                 continue
-            if not safe.startswith(folder) or safe[len(folder):] in ("response.yaml", LOG_PATH):
+            if not safe.startswith(paths.folder + "/") or safe in (paths.response, paths.logs):
                 logger.warning("ignoring heartbeat file %s: outside the job's folder", path, extra=self.log_extra)
                 continue
             kept[safe] = content
@@ -447,7 +443,7 @@ class JobExecution:
 
         tail = self.job_log.tail(level.log_bytes) if level.log_bytes else b""
         if tail:
-            put(f"{jobs.job_dir(self.job_id)}/{LOG_PATH}", tail)
+            put(jobs.job_paths(self.job_id).logs, tail)
         if level.files:
             for path, content in progress["files"].items():
                 put(path, content)
@@ -467,7 +463,7 @@ class JobExecution:
 
     def _note_child_commit(self, actions: Sequence[FileAction]) -> None:
         """The child's commit may have written files we publish too (the metrics CSV with the model)."""
-        tracked = {*self._progress["files"], f"{jobs.job_dir(self.job_id)}/{LOG_PATH}"}
+        tracked = {*self._progress["files"], jobs.job_paths(self.job_id).logs}
         for action in actions:
             self._exists[action.path] = action.action != "delete"
             if action.action != "delete" and action.path in tracked:
@@ -535,7 +531,7 @@ class JobExecution:
         self._note_written(extras)
         if finished and not level.cleanup:
             logger.warning("the job's resumable state stays in %s: removing it was refused",
-                           jobs.resume_dir(self.job_id), extra=self.log_extra)
+                           jobs.job_paths(self.job_id).resume, extra=self.log_extra)
         if finished and self.shared_resume_dir is not None:
             shutil.rmtree(self.shared_resume_dir, ignore_errors=True)
 
@@ -551,13 +547,13 @@ class JobExecution:
 
     def _outcome(self, final: HandlerResult | HandlerStopped | None, child) -> JobOutcome:
         stop = self._stop
-        if stop is not None and stop[0] is Stop.LEASE_LOST:
+        if stop is not None and stop[0] is StopKind.LEASE_LOST:
             return JobOutcome(None, "lease_lost", stop[1])
-        if stop is not None and stop[0] is Stop.CANCELED:
+        if stop is not None and stop[0] is StopKind.CANCELED:
             return JobOutcome(jobs.JobState.CANCELED, "job_canceled", stop[1])
-        if stop is not None and stop[0] is Stop.TIMED_OUT:
+        if stop is not None and stop[0] is StopKind.TIMED_OUT:
             return JobOutcome(jobs.JobState.FAILED, "job_failed", stop[1])
-        if stop is not None and stop[0] is Stop.INTERRUPTED and (final is None or isinstance(final, HandlerStopped)):
+        if stop is not None and stop[0] is StopKind.INTERRUPTED and (final is None or isinstance(final, HandlerStopped)):
             return JobOutcome(None, "job_released", stop[1])
         if isinstance(final, HandlerResult):
             data = redacted_data(dict(final.outcome))

@@ -18,6 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
@@ -35,12 +36,16 @@ from storage import (
     VersionConflict,
     confine_path,
 )
+from training_metrics import METRICS_FILE
 from worker_logging import redacted_data
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_PATH = "gpu_jobs/manifest.yaml"
-LOGS_FILE = "logs.txt"
+JOBS_DIR = MANIFEST_PATH.partition("/")[0]  # gpu_jobs: the manifest and every job folder
+JOB_FOLDER_PREFIX = "job_"          # gpu_jobs/job_<id>/
+RESPONSE_FILE = "response.yaml"     # in the job folder: state and lease, written by the worker only
+LOGS_FILE = "logs.txt"              # in the job folder, and the local log file of a running job
 # The earlier worker (codex-job-worker) writes no lease expiry and no heartbeat while it trains a voice:
 # its claim holds for this long after its last write.
 LEGACY_CLAIM_HOURS = 24.0
@@ -121,22 +126,54 @@ def normalise_model_name(name: str) -> str:
     return MODEL_ALIASES.get(key, key)
 
 
-def job_dir(job_id: str) -> str:
-    return f"gpu_jobs/job_{job_id}"
+# -- the job folder ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobPaths:
+    """Project paths of one job's folder, as the plugin reads them (docs/job_protocol.md)."""
+
+    folder: str                 # gpu_jobs/job_<id>
+    response: str               # response.yaml (written by the worker, never by handlers)
+    logs: str                   # logs.txt (written by the worker)
+    resume: str                 # resume/ -- resumable training state when no --checkpoint-dir is shared
+    checkpoint_dir: str
+    checkpoint: str             # checkpoint/best_model.pt -- TTS training, offered via result.checkpoint_path
+    metrics: str                # checkpoint/training_metrics.csv -- the plugin's loss chart
+    tensorboard: str            # checkpoint/tensorboard_events.zip -- optional
+    model_dir: str
+    asr_model: str              # model/asr_model.pth.tar -- ASR training, offered via result.checkpoint_path
+
+    def inside(self, *parts: str) -> str:
+        """Another path in the job folder (``paths.inside("checkpoint", "vocab.json")``)."""
+        return confine_path("/".join((self.folder, *parts)), what="job file")
 
 
-def resume_dir(job_id: str) -> str:
-    """Where resumable training state is kept in the project when no ``--checkpoint-dir`` is shared."""
-    return f"{job_dir(job_id)}/resume"
+def job_folder_name(job_id: str) -> str:
+    """``job_<id>``: the job's folder under ``gpu_jobs/`` and under a worker's local folders alike."""
+    return f"{JOB_FOLDER_PREFIX}{job_id}"
+
+
+def job_paths(job_id: str) -> JobPaths:
+    """The project paths of job ``job_id``'s folder."""
+    folder = confine_path(f"{JOBS_DIR}/{job_folder_name(job_id)}", what="job folder")
+    return JobPaths(
+        folder=folder, response=f"{folder}/{RESPONSE_FILE}", logs=f"{folder}/{LOGS_FILE}", resume=f"{folder}/resume",
+        checkpoint_dir=f"{folder}/checkpoint", checkpoint=f"{folder}/checkpoint/best_model.pt",
+        metrics=f"{folder}/checkpoint/{METRICS_FILE}",
+        tensorboard=f"{folder}/checkpoint/tensorboard_events.zip",
+        model_dir=f"{folder}/model", asr_model=f"{folder}/model/asr_model.pth.tar",
+    )
+
+
+def local_job_dir(root: str | Path, project_name: str, job_id: str) -> Path:
+    """``<root>/<project slug>/job_<id>``: a job's folder on this machine -- its work folder under
+    ``--work-dir``, its resumable state under a shared ``--checkpoint-dir`` (the same layout in both)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", project_name).strip("_")[-80:] or "project"
+    return Path(root) / slug / job_folder_name(job_id)
 
 
 def resume_cleanup(store: ProjectStore, job_id: str) -> list[FileAction]:
     """Deletes of the job's resumable state: a job that ended for good leaves none behind."""
-    return [FileAction.delete(path) for path in store.list_files(resume_dir(job_id))]
-
-
-def response_path(job_id: str) -> str:
-    return f"{job_dir(job_id)}/response.yaml"
+    return [FileAction.delete(path) for path in store.list_files(job_paths(job_id).resume)]
 
 
 @dataclass(frozen=True)
@@ -512,12 +549,12 @@ class Lease:
 
     @property
     def path(self) -> str:
-        return response_path(self.job.job_id)
+        return job_paths(self.job.job_id).response
 
 
 def read_response(store: ProjectStore, job_id: str) -> tuple[JobResponse | None, FileVersion | None]:
     """The job's response and its file (None, None when absent). Raises ``ResponseError``."""
-    file = store.read(response_path(job_id))
+    file = store.read(job_paths(job_id).response)
     if file is None:
         return None, None
     return JobResponse.parse(file.content), file
@@ -551,17 +588,17 @@ def claim_job(
     )
     content = response.dump()
     if previous is None:
-        action = FileAction.create(response_path(job.job_id), content)
+        action = FileAction.create(job_paths(job.job_id).response, content)
         what = "claimed by " + worker_id
     else:
-        action = FileAction.update(response_path(job.job_id), content, expected_version=previous.version)
+        action = FileAction.update(job_paths(job.job_id).response, content, expected_version=previous.version)
         what = "taken over by " + worker_id
     try:
         store.commit([action], _commit_message(job, what))
     except (FileAlreadyExists, VersionConflict, FileMissing) as exc:
         raise ClaimLost(f"job {job.job_id}: another worker was first ({type(exc).__name__})") from None
     try:
-        version = _version_of_our_write(store, response_path(job.job_id), action.content or b"", job)
+        version = _version_of_our_write(store, job_paths(job.job_id).response, action.content or b"", job)
     except LeaseLost as exc:
         raise ClaimLost(str(exc)) from None
     return Lease(store, job, worker_id, response, version, lease_seconds)
@@ -593,7 +630,7 @@ def write_unclaimed_outcome(
         response.termination_reason = message
     else:
         response.error_message = message
-    path = response_path(job_id)
+    path = job_paths(job_id).response
     if previous is None:
         action = FileAction.create(path, response.dump())
     else:
@@ -607,13 +644,9 @@ def write_unclaimed_outcome(
     return True
 
 
-def logs_path(job_id: str) -> str:
-    return f"{job_dir(job_id)}/{LOGS_FILE}"
-
-
 def _appended_log(store: ProjectStore, job_id: str, line: str) -> FileAction:
     """``logs.txt`` with ``line`` added: the log of an earlier attempt (a crashed worker's) is kept."""
-    path = logs_path(job_id)
+    path = job_paths(job_id).logs
     current = store.read(path)
     if current is None:
         return FileAction.create(path, line)

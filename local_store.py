@@ -4,7 +4,8 @@ Several workers on one machine (one per GPU) may point at the same folder, so co
 exclusive ``flock`` on a lock file that lives OUTSIDE the project (a translator's repository must not gain
 worker files), creates use ``O_EXCL``-style hard links, and updates are checked against the version read.
 A version is the SHA-256 of the file's bytes: it changes whenever the content does, whoever wrote it
-(the editor, a ``git pull``, another worker).
+(the editor, a ``git pull``, another worker). Being a translator's checkout, it also keeps the ``files/`` twin
+of every attachment written under ``pointers/`` (``written_paths``), which is what the editor plays.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from codex.layout import FILES_DIR, POINTERS_DIR
 from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, tracking_actions
 from storage import (
     FileAction,
@@ -104,6 +107,14 @@ class LocalProjectStore(ProjectStore):
         """Where ``path`` lives on disk (for handlers that can read in place)."""
         return self._abs(path)
 
+    def written_paths(self, path: str) -> list[str]:
+        """An attachment under ``pointers/`` is written to its ``files/`` twin too: git holds the first, the
+        editor plays the second, which in a checkout is git-ignored (docs/codex_format.md)."""
+        path = confine_path(path)
+        if path.startswith(POINTERS_DIR + "/"):
+            return [path, FILES_DIR + path[len(POINTERS_DIR):]]
+        return [path]
+
     # -- reads ---------------------------------------------------------------------------------------
     def read(self, path: str) -> FileVersion | None:
         target = self._abs(path)
@@ -154,6 +165,7 @@ class LocalProjectStore(ProjectStore):
             raise ValueError("a commit needs at least one action")
         actions = list(actions)
         with self._locked():
+            actions = self._with_twins(actions)
             actions += self._lfs_tracking(actions)
             self._check(actions)
             staged = self._stage(actions)
@@ -164,6 +176,23 @@ class LocalProjectStore(ProjectStore):
                     tmp.unlink(missing_ok=True)
         logger.debug("committed %d action(s) to %s: %s", len(actions), self.name, message.splitlines()[0])
         return hashlib.sha256(repr([(a.action, a.path) for a in actions]).encode()).hexdigest()[:16]
+
+    def _with_twins(self, actions: Sequence[FileAction]) -> list[FileAction]:
+        """The actions, each write followed by the same write of its twins (``written_paths``) unless the
+        commit names that twin itself. A create stays a create, so an existing twin refuses the commit as
+        the file itself would; an update writes the twin whether or not the editor has one yet."""
+        named = {act.path for act in actions}
+        expanded: list[FileAction] = []
+        for act in actions:
+            expanded.append(act)
+            if act.action == "delete":
+                continue
+            for twin in self.written_paths(act.path)[1:]:
+                if twin in named:
+                    continue
+                action = "update" if act.action == "update" and self._abs(twin).is_file() else "create"
+                expanded.append(replace(act, action=action, path=twin, expected_version=None))
+        return expanded
 
     def _lfs_tracking(self, actions: Sequence[FileAction]) -> list[FileAction]:
         """Large results the project's .gitattributes does not put on LFS get a line there (git_lfs.py), as

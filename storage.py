@@ -233,6 +233,16 @@ class ProjectStore(ABC):
     def exists(self, path: str) -> bool:
         return self.version(path) is not None
 
+    def written_paths(self, path: str) -> list[str]:
+        """Every path a create or update of ``path`` writes: ``path``, and any copy the backend keeps beside
+        it (the local store's ``files/`` twin of an attachment). A caller that must never overwrite a file
+        looks at all of them; a create refuses when any of them exists."""
+        return [confine_path(path)]
+
+    def commit_bytes(self, actions: Sequence[FileAction]) -> int:
+        """What committing ``actions`` writes, copies included: the measure ``max_commit_bytes`` caps."""
+        return sum(action.size() * len(self.written_paths(action.path)) for action in actions)
+
     def close(self) -> None:
         """Release network sessions and the like."""
 

@@ -7,7 +7,6 @@ in burst mode: until no job is left that this worker could start now — tests a
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import threading
 import time
@@ -17,8 +16,9 @@ from typing import Sequence
 
 import jobs
 from claim_records import ClaimRecords
+from handler_api import StopKind
 from handler_discovery import HandlerNotFound, find_handler
-from job_process import ExecutionSettings, JobExecution, Stop
+from job_process import ExecutionSettings, JobExecution
 from storage import AccessDenied, ProjectSource, ProjectStore
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Worker:
             executions = [execution for _, execution in self._running.values() if execution is not None]
             self._changed.notify_all()
         for execution in executions:
-            execution.request_stop(Stop.INTERRUPTED, "interrupted: the worker is shutting down "
+            execution.request_stop(StopKind.INTERRUPTED, "interrupted: the worker is shutting down "
                                    "(another worker will resume this job)")
             if immediate:
                 execution.kill_now()
@@ -245,7 +245,7 @@ class Worker:
         if problem.job_id is None or (store.name, problem.job_id) in self._finished:
             return
         # A job we can name but not run gets a failed response, so translators see why in the plugin.
-        if store.exists(jobs.response_path(problem.job_id)):
+        if store.exists(jobs.job_paths(problem.job_id).response):
             self._finished[(store.name, problem.job_id)] = "unknown"
             return
         message = problem.message.split(": ", 2)[-1]  # drop "<file>: job <id>: "
@@ -341,7 +341,7 @@ class Worker:
         with self._changed:
             self._running[slot] = (self._running[slot][0], execution)
         if self.stopping:  # a signal arrived between the claim and now
-            execution.request_stop(Stop.INTERRUPTED, "interrupted: the worker is shutting down")
+            execution.request_stop(StopKind.INTERRUPTED, "interrupted: the worker is shutting down")
         started = time.monotonic()
         outcome = execution.run()
         if outcome.state is not None:
@@ -353,12 +353,10 @@ class Worker:
         """The job's folder in the shared ``--checkpoint-dir``, laid out like its work folder."""
         if not self.config.checkpoint_dir:
             return None
-        work_dir = self._job_work_dir(store, job_id)
-        return Path(self.config.checkpoint_dir) / work_dir.parent.name / work_dir.name
+        return jobs.local_job_dir(self.config.checkpoint_dir, store.name, job_id)
 
     def _job_work_dir(self, store: ProjectStore, job_id: str) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", store.name).strip("_")[-80:] or "project"
-        return Path(self.config.work_dir) / slug / f"job_{job_id}"
+        return jobs.local_job_dir(self.config.work_dir, store.name, job_id)
 
     def _clean_work_dirs(self, keep: Path) -> None:
         """Keep the newest ``keep_jobs`` job folders (logs, caches) and remove older ones — never the
@@ -366,7 +364,8 @@ class Worker:
         root = Path(self.config.work_dir)
         with self._changed:
             busy = {execution.work_dir for _, execution in self._running.values() if execution is not None}
-        folders = sorted((p for p in root.glob("*/job_*") if p.is_dir() and p != keep and p not in busy),
+        candidates = root.glob(f"*/{jobs.JOB_FOLDER_PREFIX}*")  # local_job_dir's layout
+        folders = sorted((p for p in candidates if p.is_dir() and p != keep and p not in busy),
                          key=lambda p: p.stat().st_mtime, reverse=True)
         for old in folders[max(0, self.config.keep_jobs - 1):]:
             shutil.rmtree(old, ignore_errors=True)

@@ -307,7 +307,7 @@ def commit_cell_changes(
         actions = extra + updates  # files first: a notebook never points at something not yet there
         if not actions:
             return report
-        if max_bytes is not None and sum(a.size() for a in actions) > max_bytes:
+        if max_bytes is not None and store.commit_bytes(actions) > max_bytes:  # a store's copies count too
             raise CommitTooLarge(f"{len(actions)} file(s) over {max_bytes} bytes")
         try:
             report.commit_id = store.commit(actions, message)

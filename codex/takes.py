@@ -3,19 +3,16 @@ bytes in a project (``files/``, ``pointers/``, old layouts, LFS pointers skipped
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from git_lfs import is_lfs_pointer
+from git_lfs import fetch_real
 from storage import ProjectStore, UnsafePath, confine_path
 
 from .layout import ATTACHMENTS_DIR, AUDIO_EXTENSIONS, attachment_paths, notebook_segment
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,23 +189,9 @@ def fetch_take(
     candidates = take_sources(notebook_path, take, index) if index is not None else \
         take_candidate_paths(notebook_path, take)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    for path in candidates:
-        dest = dest_dir / f"{take.audio_id}{posixpath.splitext(path)[1]}"
-        try:
-            store.download(path, dest)
-        except FileNotFoundError:
-            continue
-        except UnsafePath as exc:   # a local file that links outside the project, or a link loop
-            logger.warning("Not reading %s: %s", path, exc)
-            continue
-        with dest.open("rb") as fh:
-            head = fh.read(1025)
-        if not head or is_lfs_pointer(head):
-            logger.debug("%s holds %s, not audio", path, "nothing" if not head else "an LFS pointer")
-            dest.unlink(missing_ok=True)
-            continue
-        return FetchedAudio(path, dest)
-    return None
+    fetched = fetch_real(store.download, candidates,
+                         lambda path: dest_dir / f"{take.audio_id}{posixpath.splitext(path)[1]}", skip_unsafe=True)
+    return FetchedAudio(fetched.path, fetched.local) if fetched.local is not None else None
 
 
 def _as_int(value: Any) -> int:

@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from jobs import job_paths  # noqa: E402
+
 W2V_BERT_REPO = "facebook/w2v-bert-2.0"  # asr.model.DEFAULT_BASE_MODEL (not imported: it loads transformers)
 TTS_LAYOUT = ROOT / "tests" / "data" / "stabletts_v1.1_state_dict.json"
 VOCOS_LAYOUT = ROOT / "tests" / "data" / "stabletts_vocos_state_dict.json"
@@ -315,11 +317,12 @@ def run_job(project: Path, job: Mapping[str, Any], env: Mapping[str, str], work:
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting again
     run.seconds = time.monotonic() - started
     run.peak_rss_mb = usage.ru_maxrss / 1024  # KiB on Linux
-    response = _read_yaml(project / "gpu_jobs" / f"job_{run.job_id}" / "response.yaml")
+    paths = job_paths(run.job_id)
+    response = _read_yaml(project / paths.response)
     run.state = str(response.get("state", "no response"))
     run.result = response.get("result") or {}
     run.message = str(response.get("error_message") or response.get("status_message") or "")
-    logs = project / "gpu_jobs" / f"job_{run.job_id}" / "logs.txt"
+    logs = project / paths.logs
     text = logs.read_text(encoding="utf-8", errors="replace") if logs.is_file() else ""
     run.step = step_time(text, int(job.get("batch_size") or 1) * int(job.get("gradient_accumulation_steps") or 1))
     console = log.read_text(encoding="utf-8", errors="replace")

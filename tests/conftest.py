@@ -255,7 +255,7 @@ def hub_offline(monkeypatch):
 @pytest.fixture
 def heartbeat_messages(monkeypatch) -> list[str]:
     """Every status message a job running in this process sends (``JobCallbacks.heartbeat``), in order."""
-    from handlers.base import JobCallbacks
+    from handler_api import JobCallbacks
 
     seen: list[str] = []
     heartbeat = JobCallbacks.heartbeat

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import job_messages
-from handlers.base import JobCallbacks, JobInterrupted
+import handler_api
+from handler_api import JobCallbacks, JobInterrupted
 from local_store import LocalProjectStore
 from storage import StorageError
 
@@ -124,18 +124,18 @@ class _Worker:
         self.epochs: list[int] = []
 
     def send(self, message) -> None:
-        if isinstance(message, job_messages.Progress):
+        if isinstance(message, handler_api.Progress):
             if message.epochs_completed is not None:
                 self.epochs.append(message.epochs_completed)
                 if message.epochs_completed == self.stop_after_epoch:  # seen by the handler's next heartbeat
-                    self.inbox.append(job_messages.StopRequest("interrupted", "the machine is being preempted"))
-        elif isinstance(message, job_messages.CommitRequest):
+                    self.inbox.append(handler_api.StopRequest("interrupted", "the machine is being preempted"))
+        elif isinstance(message, handler_api.CommitRequest):
             error = None
             try:
                 self.store.commit(message.actions, message.message)
             except StorageError as exc:
                 error = exc
-            self.inbox.append(job_messages.CommitDone(message.request_id, error))
+            self.inbox.append(handler_api.CommitDone(message.request_id, error))
 
     def poll(self, timeout=0.0) -> bool:
         return bool(self.inbox)
@@ -161,7 +161,7 @@ def test_the_readme_handler_example_runs_stops_and_resumes(tmp_path):
     callbacks, first, context = _attempt(store, tmp_path, "worker-a", stop_after_epoch=1)
     with pytest.raises(JobInterrupted) as stopped:
         handler.run(context, callbacks)
-    assert stopped.value.kind is job_messages.StopKind.INTERRUPTED
+    assert stopped.value.kind is handler_api.StopKind.INTERRUPTED
     assert first.epochs == [1, 2]
     assert (project / resume).is_file(), "the resume folder was not committed to the job folder"
     assert json.loads((project / resume).read_text()) == {"epoch": 2}  # saved with force=True on the stop
@@ -183,3 +183,18 @@ def test_the_readme_names_only_callbacks_that_exist(tmp_path):
         assert names, f"the README names no {prefix}.* at all"
         unknown = sorted(n for n in names if n not in dir(owner))
         assert not unknown, f"README.md names {prefix}.{unknown} but {type(owner).__name__} has no such member"
+
+
+# What the worker's side of the contract calls; handlers never need it.
+_WORKER_ONLY = {"resolve_outcome"}
+
+
+def test_the_readme_documents_everything_callbacks_offer_a_handler():
+    """The other direction: every public member of ``JobCallbacks`` and of its ``scanner`` is in the README's
+    handler API, the resume calls included, so a handler author need not read handler_api.py."""
+    section = _readme_section("Adding a handler")
+    for cls, prefix in ((handler_api.JobCallbacks, "callbacks"), (handler_api.JobStorage, "scanner")):
+        offered = {n for n in vars(cls) if not n.startswith("_")} - _WORKER_ONLY
+        named = set(re.findall(rf"\b{prefix}\.(\w+)", section))
+        assert not sorted(offered - named), f"README.md's handler API leaves out {prefix}.{sorted(offered - named)}"
+    assert "save_resume_state(force=" in section

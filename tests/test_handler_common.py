@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 import soundfile
 
+import codex
+import handler_api
 import handlers.common.write_back as write_back
-import job_messages
 from conftest import fast_config, make_job, run_worker, run_worker_in_thread
 from demo_env import BOOKS, DEMO, FILES, POINTERS, DemoProject, current_take, reference
-from handlers.base import JobCallbacks
+from handler_api import JobCallbacks
 from handlers.common import (
     ASR_METRICS_COLUMNS,
     TTS_METRICS_COLUMNS,
@@ -267,9 +268,9 @@ class InlineChannel:
         self.commits: list[list] = []
 
     def send(self, obj) -> None:
-        if isinstance(obj, job_messages.Progress):
+        if isinstance(obj, handler_api.Progress):
             self.messages.append(obj.message)
-        elif isinstance(obj, job_messages.CommitRequest):
+        elif isinstance(obj, handler_api.CommitRequest):
             actions = obj.actions
             self.attempts.append(actions)
             error = None
@@ -280,7 +281,7 @@ class InlineChannel:
                 self.commits.append(actions)
             except StorageError as exc:
                 error = exc
-            self.inbox.append(job_messages.CommitDone(obj.request_id, error))
+            self.inbox.append(handler_api.CommitDone(obj.request_id, error))
 
     def poll(self, timeout=0.0) -> bool:
         return bool(self.inbox)
@@ -335,6 +336,35 @@ def test_write_back_survives_a_name_clash_and_a_concurrent_commit(demo, tmp_path
         assert att["url"] != clash.replace(POINTERS, FILES) and demo.read_file(att["url"]) is not None
 
 
+@pytest.mark.parametrize("when", ["before the job", "while it commits"])
+def test_a_translators_file_at_the_files_copy_of_a_new_take_is_never_overwritten(demo, tmp_path, monkeypatch, when):
+    """The local store also writes ``files/`` for a take committed under ``pointers/``: a file already
+    there, with no pointer beside it, makes the take take a new id just as a clash under ``pointers/`` does."""
+    monkeypatch.setattr(write_back, "RETRY_DELAY", 0.01)
+    taken = take_path(FILES, "GEN", "audio-1000000000000-taken0000")
+    ids = iter(["audio-1000000000000-taken0000"])
+    new_audio_id = codex.new_audio_id
+    monkeypatch.setattr(codex, "new_audio_id", lambda *a: next(ids, None) or new_audio_id(*a))
+    if when == "before the job":
+        demo.write_file(taken, b"a translator's take")
+
+    def meddle(attempt, actions):
+        if when == "while it commits" and attempt == 1:
+            assert actions[0].path == taken.replace(FILES, POINTERS)  # the store adds the files/ copy itself
+            demo.write_file(taken, b"a translator's take")
+
+    callbacks, channel = inline_callbacks(demo.store, tmp_path, before_commit=meddle)
+    cells = [c for c in cells_needing_audio(callbacks, load_notebooks(callbacks.scanner)) if c.cell_id == "GEN 1:4"]
+    written = write_generated_takes(callbacks, tone_takes(callbacks, cells, tmp_path), model_name="m",
+                                    audio_format="webm")
+    assert (written.uploaded, written.commits, len(channel.attempts)) == (1, 1, 1 + (when == "while it commits"))
+    assert demo.read_file(taken) == b"a translator's take"
+    assert demo.read_file(taken.replace(FILES, POINTERS)) is None
+    (att,) = [a for a in by_reference(demo.notebook("GEN"))["GEN 1:4"]["metadata"]["attachments"].values()
+              if a.get("isGenerated")]
+    assert att["url"] != taken and demo.read_file(att["url"]) == demo.read_file(att["url"].replace(FILES, POINTERS))
+
+
 @pytest.mark.parametrize("allowance, slack", [
     ("planned", 4096),      # two takes per commit: 2 + 1 for GEN, 2 + 1 for JHN
     ("measured", 100),      # planning ignores notebook growth: the exact check after applying must split
@@ -352,14 +382,16 @@ def test_commits_split_under_the_body_cap_and_audio_never_trails_its_notebook(de
     demo.store.max_commit_bytes = notebook_size + 4 * take_size + slack
 
     def every_referenced_file_exists(attempt, actions):
-        created = {a.path for a in actions if a.action == "create"}
+        # What the commit creates: its actions, and the copies the store writes beside them (files/).
+        created = {path for a in actions if a.action == "create" for path in demo.store.written_paths(a.path)}
         for action in actions:
             if action.path.endswith(".codex"):
                 for cell in json.loads(action.content)["cells"]:
                     for att in (cell["metadata"].get("attachments") or {}).values():
                         if att.get("isGenerated"):
                             assert demo.read_file(att["url"]) is not None or att["url"] in created
-        assert sum(a.size() for a in actions if a.path.endswith((".webm", ".codex"))) <= demo.store.max_commit_bytes
+        carried = [a for a in actions if a.path.endswith((".webm", ".codex"))]
+        assert demo.store.commit_bytes(carried) <= demo.store.max_commit_bytes
 
     channel.before_commit = every_referenced_file_exists
     written = write_generated_takes(callbacks, takes, model_name="m", audio_format="webm")
@@ -534,7 +566,7 @@ def test_on_gitlab_audio_comes_from_lfs_and_generated_takes_go_to_lfs_only(tmp_p
         monkeypatch.setenv(gitlab_jobs.TOKEN_ENV, token)
         store = gitlab_jobs.GitLabProjectStore(server.url, "bible/demo")
         callbacks, channel = inline_callbacks(store, tmp_path)
-        assert callbacks.scanner.kind == "gitlab"
+        assert callbacks.scanner.server_url == server.url.rstrip("/")  # the GitLab store, as handlers see it
         notebooks = load_notebooks(callbacks.scanner)
         pairs = collect_training_pairs(callbacks, notebooks, tmp_path / "work")
         assert len(pairs) == 28 and {p.source_path.split("/")[2] for p in pairs} == {"pointers"}

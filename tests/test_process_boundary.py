@@ -15,8 +15,8 @@ import gitlab_jobs
 import jobs
 import local_store  # noqa: F401  (its errors, if any, join the StorageError family below)
 from conftest import LocalEnv, fast_config, make_job, run_worker_in_thread
-from job_messages import (CommitDone, CommitFailed, CommitRequest, HandlerResult, HandlerStopped, JobInterrupted,
-                          Progress, StopKind, StopRequest, portable_error)
+from handler_api import (CommitDone, CommitFailed, CommitRequest, HandlerResult, HandlerStopped, JobInterrupted,
+                         Progress, StopKind, StopRequest, portable_error)
 from storage import FileAction, StorageError
 from worker_logging import REDACTED, REDACTOR
 

@@ -198,6 +198,45 @@ def test_a_translators_lfs_file_downloads_as_its_bytes(env, tmp_path):
     assert store.read(path).content == {"local": newer, "gitlab": lfs_pointer_for(newer)}[env.kind]
 
 
+def test_an_attachment_committed_under_pointers_lands_where_its_backend_keeps_takes(env):
+    """What git holds is ``pointers/`` (GitLab: an LFS object); a folder on disk is a translator's checkout,
+    whose editor plays ``files/``, so the local store writes that copy too -- as a create, never overwriting
+    one, and again on an update. ``written_paths`` and ``commit_bytes`` say so to callers beforehand."""
+    store = env.store
+    env.write_file(".gitattributes", CODEX_ATTRIBUTES)
+    pointers = ".project/attachments/pointers/MAT/audio-1-generated.webm"
+    files = ".project/attachments/files/MAT/audio-1-generated.webm"
+    copies = {"local": [pointers, files], "gitlab": [pointers]}[env.kind]
+    audio = b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 8
+    assert store.written_paths(pointers) == copies
+    assert store.written_paths(files) == [files] and store.written_paths(RESPONSE) == [RESPONSE]
+    assert store.commit_bytes([FileAction.create(pointers, audio), FileAction.create(RESPONSE, "x")]) == (
+        len(audio) * len(copies) + 1)
+
+    store.commit([FileAction.create(pointers, audio)], "a generated take")
+    assert store.list_files(".project/attachments") == sorted(copies)
+    assert all(env.read_file(path) == audio for path in copies)
+    assert store.read(pointers).content == {"local": audio, "gitlab": lfs_pointer_for(audio)}[env.kind]
+
+    newer = b"\x1a\x45\xdf\xa3" + bytes(range(255, -1, -1)) * 8
+    store.commit([FileAction.update(pointers, newer, expected_version=store.version(pointers))], "a new take")
+    assert store.list_files(".project/attachments") == sorted(copies)
+    assert all(env.read_file(path) == newer for path in copies)
+
+    # Another take whose files/ copy a translator already has (no pointer beside it): on disk that is an
+    # existing file, which a create never overwrites; GitLab keeps no files/ copy to collide with.
+    second = pointers.replace("generated", "second")
+    env.write_file(second.replace("/pointers/", "/files/"), b"a translator's take")
+    if env.kind == "local":
+        with pytest.raises(FileAlreadyExists) as refused:
+            store.commit([FileAction.create(second, audio)], "a clash")
+        assert refused.value.path == second.replace("/pointers/", "/files/") and not store.exists(second)
+    else:
+        store.commit([FileAction.create(second, audio)], "no clash")
+        assert env.read_file(second) == audio
+    assert env.read_file(second.replace("/pointers/", "/files/")) == b"a translator's take"
+
+
 def test_a_large_result_gets_an_lfs_line_once_and_small_ones_none(env, tmp_path):
     """Large results under gpu_jobs/ must not travel in a commit body or bloat git history: GitLab stores
     them in LFS, the folder on disk keeps the plain file, and on both the same commit adds a .gitattributes

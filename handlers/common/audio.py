@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import codex
 from codex import AttachmentIndex, CellRef, Notebook, VerseFilter
+from git_lfs import real_content_problem
 from preprocess_audio import AudioError, encode_audio, load_audio, probe_audio
 from storage import UnsafePath
 
@@ -26,7 +27,7 @@ from .cells import job_filter
 from .reports import MISSING_AUDIO, TOO_LONG, UNDECODABLE_AUDIO, UNSAFE_LINK, Progress, SkipReport
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
-    from handlers.base import JobCallbacks, JobStorage
+    from handler_api import JobCallbacks, JobStorage
 
 logger = logging.getLogger(__name__)
 
@@ -212,13 +213,8 @@ def _not_audio(local: Path | None) -> str | None:
     """Why a downloaded file holds no recording (None when it may: decoding decides the rest)."""
     if local is None or not local.is_file():
         return "not found"
-    with local.open("rb") as fh:
-        head = fh.read(1025)
-    if not head:
-        return "the file is empty"
-    if codex.is_lfs_pointer(head):
-        return "only a Git LFS pointer; the recording itself was never uploaded"
-    return None
+    problem = real_content_problem(local)
+    return None if problem is None else f"the file is {problem}"
 
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")

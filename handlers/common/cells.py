@@ -18,7 +18,7 @@ from storage import UnsafePath
 from .reports import SkipReport
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
-    from handlers.base import JobCallbacks, JobStorage
+    from handler_api import JobCallbacks, JobStorage
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The job folder (``gpu_jobs/job_<id>/``) and the project files a manifest names.
 
-``job_paths`` is the one place that knows where the plugin looks for a job's outputs. ``upload_job_files``
+``job_paths`` gives a handler its job's folder paths (``jobs.job_paths``). ``upload_job_files``
 puts models, checkpoints and metrics there, creating or updating as needed (a retried job finds the files of
 an earlier attempt). ``fetch_project_file`` fetches a file a manifest field names (``model.base_checkpoint``,
 ``voice_reference``), confined to the project, with an error a translator can act on when it is not there.
@@ -9,51 +9,27 @@ an earlier attempt). ``fetch_project_file`` fetches a file a manifest field name
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import codex
-from handlers.base import split_by_size
+import jobs
+from git_lfs import fetch_real
+from handler_api import split_by_size
+from jobs import JobPaths
 from storage import FileAction, FileAlreadyExists, FileMissing, confine_path
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
-    from handlers.base import JobCallbacks
+    from handler_api import JobCallbacks
 
 logger = logging.getLogger(__name__)
 
 _UPLOAD_ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
-class JobPaths:
-    """Project paths of one job's outputs, as the plugin reads them."""
-
-    folder: str                 # gpu_jobs/job_<id>
-    response: str               # response.yaml (written by the worker, never by handlers)
-    logs: str                   # logs.txt (written by the worker)
-    checkpoint_dir: str
-    checkpoint: str             # checkpoint/best_model.pt -- TTS training, offered via result.checkpoint_path
-    metrics: str                # checkpoint/training_metrics.csv -- the plugin's loss chart
-    tensorboard: str            # checkpoint/tensorboard_events.zip -- optional
-    model_dir: str
-    asr_model: str              # model/asr_model.pth.tar -- ASR training, offered via result.checkpoint_path
-
-    def inside(self, *parts: str) -> str:
-        """Another path in the job folder (``paths.inside("checkpoint", "vocab.json")``)."""
-        return confine_path("/".join((self.folder, *parts)), what="job file")
-
-
 def job_paths(job_context: Mapping[str, Any]) -> JobPaths:
-    """The job folder paths of ``job_context["job_id"]``."""
-    folder = confine_path(f"gpu_jobs/job_{job_context['job_id']}", what="job folder")
-    return JobPaths(
-        folder=folder, response=f"{folder}/response.yaml", logs=f"{folder}/logs.txt",
-        checkpoint_dir=f"{folder}/checkpoint", checkpoint=f"{folder}/checkpoint/best_model.pt",
-        metrics=f"{folder}/checkpoint/training_metrics.csv",
-        tensorboard=f"{folder}/checkpoint/tensorboard_events.zip",
-        model_dir=f"{folder}/model", asr_model=f"{folder}/model/asr_model.pth.tar",
-    )
+    """The job folder paths of ``job_context["job_id"]`` (``jobs.job_paths``, for a handler's context)."""
+    return jobs.job_paths(job_context["job_id"])
 
 
 def upload_job_files(callbacks: "JobCallbacks", files: Mapping[str, str | Path], message: str) -> int:
@@ -61,7 +37,7 @@ def upload_job_files(callbacks: "JobCallbacks", files: Mapping[str, str | Path],
     created or updated as the project holds it now, in as few commits as the body cap allows. Returns the
     number of commits. Paths outside ``gpu_jobs/job_<id>/`` are refused: a job writes only its own folder."""
     scanner = callbacks.scanner
-    folder = job_paths({"job_id": callbacks.get_job_config("job_id")}).folder
+    folder = jobs.job_paths(callbacks.get_job_config("job_id")).folder
     sources: dict[str, Path] = {}
     for path, local in files.items():
         safe = confine_path(path, what="job file")
@@ -109,23 +85,11 @@ def fetch_project_file(callbacks: "JobCallbacks", path: str, dest: str | Path, *
     bytes exist (absent, empty, or only an LFS pointer).
     """
     safe = confine_path(path, what=field)
-    dest = Path(dest)
-    problems: list[str] = []
-    for candidate in [safe, *_attachment_twins(safe)]:
-        try:
-            callbacks.scanner.download(candidate, dest)
-        except FileNotFoundError:
-            problems.append(f"{candidate} does not exist")
-            continue
-        with dest.open("rb") as fh:
-            head = fh.read(1025)
-        if head and not codex.is_lfs_pointer(head):
-            logger.info("Fetched %s (%s) from %s", field, path, candidate)
-            return dest
-        problems.append(f"{candidate} is " + ("empty" if not head else
-                                              "only a Git LFS pointer (its content was never uploaded)"))
-        dest.unlink(missing_ok=True)
-    raise ProjectFileMissing(f"{field} names {path}, which is not in the project: {'; '.join(problems)}")
+    fetched = fetch_real(callbacks.scanner.download, [safe, *_attachment_twins(safe)], Path(dest))
+    if fetched.local is None:
+        raise ProjectFileMissing(f"{field} names {path}, which is not in the project: {'; '.join(fetched.problems)}")
+    logger.info("Fetched %s (%s) from %s", field, path, fetched.path)
+    return fetched.local
 
 
 def _attachment_twins(path: str) -> list[str]:

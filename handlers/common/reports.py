@@ -22,7 +22,7 @@ from tqdm import tqdm
 from codex import ALREADY_RECORDED, VALUE_NOT_TEXT, CellRef, Selection  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
-    from handlers.base import JobCallbacks
+    from handler_api import JobCallbacks
 
 logger = logging.getLogger(__name__)
 

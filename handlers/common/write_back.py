@@ -29,7 +29,7 @@ from storage import FileAction, FileAlreadyExists, FileVersion, VersionConflict
 from .reports import EMPTY_TRANSCRIPTION, UNDECODABLE_AUDIO, WRONG_AUDIO_FORMAT, Progress, SkipReport
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
-    from handlers.base import JobCallbacks, JobStorage
+    from handler_api import JobCallbacks, JobStorage
 
 logger = logging.getLogger(__name__)
 
@@ -112,20 +112,21 @@ class _Pending:
         """A fresh attachment id (and so fresh file names) for this take."""
         self.change = _take_change(self.cell, self.extension, self.metadata, self.created_by, self.select)
 
-    def file_paths(self, local: bool) -> list[str]:
-        """``pointers/`` is what git holds; a local checkout also keeps the real bytes in ``files/``."""
+    def file_actions(self) -> list[FileAction]:
+        """The take's audio at its ``pointers/`` path, what git holds (the store keeps any copy it needs
+        beside it: ``written_paths``). A create, never an update: a clash gets a new id instead."""
         if self.audio is None:
             return []
         filename = posixpath.basename(self.change.payload.url)
-        files_path, pointers_path = codex.attachment_paths(codex.notebook_segment(self.cell.notebook_path), filename)
-        return [pointers_path, files_path] if local else [pointers_path]
+        pointers_path = codex.attachment_paths(codex.notebook_segment(self.cell.notebook_path), filename)[1]
+        return [FileAction.create(pointers_path, source=self.audio)]
 
-    def file_actions(self, local: bool) -> list[FileAction]:
-        # create, never update: an existing file is never overwritten (a clash gets a new id instead).
-        return [FileAction.create(path, source=self.audio) for path in self.file_paths(local)]
+    def file_paths(self, scanner: "JobStorage") -> list[str]:
+        """Every path the take's audio occupies once committed, none of which may exist beforehand."""
+        return [path for action in self.file_actions() for path in scanner.written_paths(action.path)]
 
-    def size(self, local: bool) -> int:
-        return self.audio.stat().st_size * len(self.file_paths(local)) if self.audio else 0
+    def size(self, scanner: "JobStorage") -> int:
+        return scanner.commit_bytes(self.file_actions())
 
 
 def _take_change(cell: CellRef, extension: str, metadata: dict, created_by: str, select: bool) -> CellChange:
@@ -143,8 +144,8 @@ def write_generated_takes(
     selected only where the editor plays no translator's take (neither a selected one nor, by its fallback,
     the newest one); a take with ``select=False`` is never selected, and the take that plays today keeps
     playing (where none does, the editor's fallback plays the new one anyway). Files go to
-    ``pointers/<SEG>/<id>.<fmt>`` (and ``files/`` too in a local checkout). Undecodable files and files not
-    in ``audio_format`` are skipped.
+    ``pointers/<SEG>/<id>.<fmt>`` (a local store keeps the ``files/`` copy too). Undecodable files and files
+    not in ``audio_format`` are skipped.
     """
     fmt = audio_format.lower().lstrip(".")
     if fmt not in AUDIO_EXTENSIONS:
@@ -153,7 +154,6 @@ def write_generated_takes(
     author = created_by or f"TTS {model_name}"
     result = TakesWritten(processed=len(takes))
     scanner = callbacks.scanner
-    local = scanner.kind == "local"
     existing = set(scanner.list_files(codex.ATTACHMENTS_DIR))
     pendings: list[_Pending] = []
     progress = Progress(callbacks, "checking generated audio", len(takes))
@@ -165,7 +165,7 @@ def write_generated_takes(
                 result.skipped.add(cell, WRONG_AUDIO_FORMAT, f"{audio_path} is {info.format}, not {fmt}")
             else:
                 pending = _Pending.take(cell, Path(audio_path), fmt, info.attachment_metadata(), author, select)
-                while not existing.isdisjoint(pending.file_paths(local)):  # astronomically rare; never overwrite
+                while not existing.isdisjoint(pending.file_paths(scanner)):  # astronomically rare; never overwrite
                     pending.renew_id()
                 pendings.append(pending)
         except AudioError as exc:
@@ -213,9 +213,8 @@ def _commit_all(callbacks: "JobCallbacks", pendings: Sequence[_Pending], message
     """Commit every pending change in batches under the body cap. Returns (applied, notebooks changed,
     commits, takes that kept a translator's selection); skipped changes go to ``skipped``."""
     scanner = callbacks.scanner
-    local = scanner.kind == "local"
     first_reads: dict[str, FileVersion | None] = {}
-    batches = _batches(scanner, pendings, local, first_reads)
+    batches = _batches(scanner, pendings, first_reads)
     applied: list[_Pending] = []
     notebooks: set[str] = set()
     kept = commits = number = 0
@@ -225,7 +224,7 @@ def _commit_all(callbacks: "JobCallbacks", pendings: Sequence[_Pending], message
         number += 1
         total = number + len(queue)
         callbacks.heartbeat(message=f"{label}: commit {number}/{total}")
-        outcome = _commit_batch(scanner, batch, local, first_reads, f"{message} ({number}/{total})"
+        outcome = _commit_batch(scanner, batch, first_reads, f"{message} ({number}/{total})"
                                 if total > 1 else message, skipped)
         if outcome is None:     # over the cap once applied: commit it in two halves
             half = len(batch) // 2
@@ -240,7 +239,7 @@ def _commit_all(callbacks: "JobCallbacks", pendings: Sequence[_Pending], message
     return applied, notebooks, commits, kept
 
 
-def _batches(scanner: "JobStorage", pendings: Sequence[_Pending], local: bool,
+def _batches(scanner: "JobStorage", pendings: Sequence[_Pending],
              first_reads: dict[str, FileVersion | None]) -> list[list[_Pending]]:
     """Group changes (notebook by notebook) so that audio plus the notebooks each batch rewrites stay under
     the cap. The notebooks read here for their size are reused by the first attempt of their commit."""
@@ -254,11 +253,11 @@ def _batches(scanner: "JobStorage", pendings: Sequence[_Pending], local: bool,
         if path not in first_reads:
             first_reads[path] = scanner.read(path)
         notebook_size = len(first_reads[path].content) if first_reads[path] else 0
-        extra = pending.size(local) + _CHANGE_BYTES + (0 if path in in_batch else notebook_size)
+        extra = pending.size(scanner) + _CHANGE_BYTES + (0 if path in in_batch else notebook_size)
         if current and size + extra > cap:
             batches.append(current)
             current, size, in_batch = [], 0, set()
-            extra = pending.size(local) + _CHANGE_BYTES + notebook_size
+            extra = pending.size(scanner) + _CHANGE_BYTES + notebook_size
         current.append(pending)
         size += extra
         in_batch.add(path)
@@ -267,7 +266,7 @@ def _batches(scanner: "JobStorage", pendings: Sequence[_Pending], local: bool,
     return batches
 
 
-def _commit_batch(scanner: "JobStorage", batch: list[_Pending], local: bool, cache: dict[str, FileVersion | None],
+def _commit_batch(scanner: "JobStorage", batch: list[_Pending], cache: dict[str, FileVersion | None],
                   message: str, skipped: SkipReport) -> tuple[list[_Pending], set[str], int] | None:
     """Apply one batch to the newest notebooks and commit it (``codex.commit_cell_changes`` re-reads and
     retries on conflicts). None when the batch, once applied, is over the body cap (and can be split)."""
@@ -275,7 +274,7 @@ def _commit_batch(scanner: "JobStorage", batch: list[_Pending], local: bool, cac
         pending_of = {id(p.change): p for p in batch}
 
         def audio_of(applied: list[CellChange]) -> list[FileAction]:
-            return [action for change in applied for action in pending_of[id(change)].file_actions(local)]
+            return [action for change in applied for action in pending_of[id(change)].file_actions()]
 
         try:
             report = codex.commit_cell_changes(
@@ -285,7 +284,7 @@ def _commit_batch(scanner: "JobStorage", batch: list[_Pending], local: bool, cac
         except codex.CommitTooLarge:
             return None
         except FileAlreadyExists as exc:
-            clashed = [p for p in batch if p.audio and (exc.path is None or exc.path in p.file_paths(local))]
+            clashed = [p for p in batch if p.audio and (exc.path is None or exc.path in p.file_paths(scanner))]
             if not clashed:
                 raise
             logger.info("%s already exists; giving %d take(s) a new id (attempt %d of %d)", exc.path,
