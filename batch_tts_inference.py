@@ -20,7 +20,8 @@ import click
 import soundfile
 from tqdm import tqdm
 
-from inference_stabletts import SAMPLE_RATE, TTSVoice, load_voice_or_fail, synthesis_options, synthesize_iter
+from inference_stabletts import load_voice_or_fail, synthesis_options
+from tts.inference import SAMPLE_RATE, TTSVoice, synthesize_iter
 
 logger = logging.getLogger(__name__)
 

@@ -56,6 +56,7 @@ from codex import (
     take_candidate_paths,
 )
 from preprocess_audio import DEFAULT_MAX_SECONDS, ENCODE_FORMATS, AudioError, convert_audio, load_audio
+from skips import DOWNLOAD_FAILED, MISSING_AUDIO, NOTEBOOK_UNPARSABLE, UNDECODABLE_AUDIO, SkippedItem, SkipReport
 from storage import ProjectStore, StorageError
 from stores import DEFAULT_GITLAB_URL, open_project
 
@@ -85,26 +86,16 @@ class ExportOptions:
     overwrite: bool = False
 
 
-@dataclass(frozen=True)
-class SkipRow:
-    notebook: str
-    cell_id: str
-    reference: str
-    reason: str
-    detail: str = ""
-
-
 @dataclass
 class ExportSummary:
     records: int
-    skipped: list[SkipRow]
+    skipped: SkipReport
     metadata_path: Path
     skipped_path: Path
 
     def describe(self) -> str:
-        counts = Counter(s.reason for s in self.skipped)
-        detail = ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
-        return f"Exported {self.records} clip(s); skipped {len(self.skipped)} cell(s)" + (f": {detail}" if detail else "")
+        detail = f": {self.skipped.reasons()}" if self.skipped else ""
+        return f"Exported {self.records} clip(s); skipped {len(self.skipped)} cell(s)" + detail
 
 
 class ExportError(Exception):
@@ -141,14 +132,14 @@ def export_dataset(store: ProjectStore, options: ExportOptions, *, progress: boo
                 break
             result = _export_clip(store, ref, index, Path(tmp), audio_dir, options, used_names)
             bar.update(1)
-            if isinstance(result, SkipRow):
-                logger.info("Skipped %s %s: %s (%s)", ref.notebook_path, ref.cell_id, result.reason, result.detail)
+            if isinstance(result, SkippedItem):
+                logger.info("Skipped %s", result.describe())
                 skipped.append(result)
             else:
                 records.append(result)
 
     _write_csv(metadata_path, METADATA_COLUMNS, records)
-    _write_csv(skipped_path, SKIPPED_COLUMNS, [s.__dict__ for s in skipped])
+    _write_csv(skipped_path, SKIPPED_COLUMNS, [_skipped_row(s) for s in skipped])
     summary = ExportSummary(len(records), skipped, metadata_path, skipped_path)
     logger.info("%s -> %s", summary.describe(), metadata_path)
     return summary
@@ -170,40 +161,45 @@ def _prepare_output(options: ExportOptions) -> Path:
     return audio_dir
 
 
-def _collect_pairs(store: ProjectStore, options: ExportOptions) -> tuple[list[CellRef], list[SkipRow]]:
+def _skipped_row(item: SkippedItem) -> dict[str, str]:
+    return {"notebook": item.notebook_path, "cell_id": item.id, "reference": item.reference or "",
+            "reason": item.reason, "detail": item.detail}
+
+
+def _collect_pairs(store: ProjectStore, options: ExportOptions) -> tuple[list[CellRef], SkipReport]:
     pairs: list[CellRef] = []
-    skipped: list[SkipRow] = []
+    skipped = SkipReport()
     for path in list_notebook_paths(store):
         try:
             nb = load_notebook(store, path)
         except NotebookError as exc:
             logger.error("Skipping notebook %s: %s", path, exc)
-            skipped.append(SkipRow(path, "", "", "notebook unparsable", str(exc)))
+            skipped.append(SkippedItem("", NOTEBOOK_UNPARSABLE, str(exc), notebook_path=path))
             continue
         if nb is None:
             continue
         selection = select_training_pairs([nb], options.verse_filter, text_source=options.text_source,
                                           edit_history_selection=options.edit_history_selection)
         pairs += selection.cells
-        skipped += [SkipRow(s.notebook_path, s.cell_id, s.reference or "", s.reason) for s in selection.skipped]
+        skipped.extend(selection.skipped)
     return pairs, skipped
 
 
 def _export_clip(store: ProjectStore, ref: CellRef, index: AttachmentIndex, tmp: Path, audio_dir: Path,
-                 options: ExportOptions, used_names: set[str]) -> dict[str, str] | SkipRow:
+                 options: ExportOptions, used_names: set[str]) -> dict[str, str] | SkippedItem:
     take = ref.audio_take
     assert take is not None     # select_training_pairs only returns cells with a take
 
-    def skip(reason: str, detail: str) -> SkipRow:
-        return SkipRow(ref.notebook_path, ref.cell_id, ref.reference or "", reason, detail)
+    def skip(reason: str, detail: str) -> SkippedItem:
+        return SkippedItem.of(ref, reason, detail)
 
     try:
         fetched = fetch_take(store, ref.notebook_path, take, tmp, index=index)
     except (StorageError, OSError) as exc:      # one failed download costs one clip, not the export
-        return skip("download failed", f"{take.audio_id}: {exc}")
+        return skip(DOWNLOAD_FAILED, f"{take.audio_id}: {exc}")
     if fetched is None:
         tried = ", ".join(take_candidate_paths(ref.notebook_path, take)[:2])
-        return skip("audio file missing", f"{take.audio_id}: no audio bytes at {tried}")
+        return skip(MISSING_AUDIO, f"{take.audio_id}: no audio bytes at {tried}")
     try:
         if options.audio_format == "copy":
             name = _unique_name(take.audio_id, fetched.local_path.suffix.lower(), used_names)
@@ -216,7 +212,7 @@ def _export_clip(store: ProjectStore, ref: CellRef, index: AttachmentIndex, tmp:
                           max_seconds=options.max_seconds)
     except AudioError as exc:
         used_names.discard(name)
-        return skip("unusable audio", f"{fetched.project_path}: {exc.reason}")
+        return skip(UNDECODABLE_AUDIO, f"{fetched.project_path}: {exc.reason}")
     finally:
         fetched.local_path.unlink(missing_ok=True)
     text = options.romanize(ref.text) if options.romanize else ref.text

@@ -1,6 +1,6 @@
 """Try a trained StableTTS voice in the browser: text, and optionally a voice recording, in; speech out.
 
-A Gradio page over `inference_stabletts`: the checkpoint (a `best_model.pt` with its `best_model.json`
+A Gradio page over `tts.inference`: the checkpoint (a `best_model.pt` with its `best_model.json`
 sidecar, as TTS training writes it) is loaded once, safely (plain state_dicts only), with the best vocoder
 available offline: Vocos from `--vocoder` or the local Hugging Face cache, else Griffin-Lim (said on the
 page). Without a voice reference the model's learned average voice speaks. The page's one event is also an
@@ -21,10 +21,11 @@ import click
 import gradio as gr
 import numpy as np
 
-from inference_stabletts import SAMPLE_RATE, TTSVoice, load_reference, load_voice_or_fail, synthesize_iter
+from inference_stabletts import load_voice_or_fail
 from preprocess_audio import AudioError
 from StableTTS import CheckpointError, read_sidecar
 from StableTTS.text import describe_counts
+from tts.inference import SAMPLE_RATE, TTSVoice, load_reference, synthesize_iter
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ TITLE = "StableTTS voice demo"
 TEXT_LABEL = "Text to speak"
 REFERENCE_LABEL = "Voice reference (optional)"
 
-# Slider defaults are `inference_stabletts.synthesize`'s, so the page sounds like a job's takes.
+# Slider defaults are `tts.inference.synthesize`'s, so the page sounds like a job's takes.
 STEPS = dict(minimum=1, maximum=100, value=10, step=1)
 TEMPERATURE = dict(minimum=0.0, maximum=2.0, value=1.0, step=0.05)
 LENGTH_SCALE = dict(minimum=0.5, maximum=2.0, value=1.0, step=0.05)

@@ -1,6 +1,6 @@
 """Try a fine-tuned Wav2Vec2-BERT CTC model in the browser: a recording (upload or microphone) in, text out.
 
-A Gradio page over `inference_w2v2bert_asr`: the model (the `asr_model.pth.tar` ASR training uploads, safely
+A Gradio page over `asr.inference`: the model (the `asr_model.pth.tar` ASR training uploads, safely
 extracted, or a model folder) is loaded once at start, and each recording is transcribed the way an ASR job
 transcribes (long recordings in overlapping windows, the post-corrector when training marked it useful).
 The page's event is also an HTTP API (`api_name="transcribe"`), so `gradio_client` can drive it.
@@ -21,8 +21,8 @@ import gradio as gr
 import torch
 
 from asr.audio import SAMPLE_RATE, load_audio
+from asr.inference import load_transcriber, transcribe
 from asr.model import pick_device
-from inference_w2v2bert_asr import load_transcriber, transcribe
 from preprocess_audio import AudioError
 
 logger = logging.getLogger(__name__)

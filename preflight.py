@@ -219,7 +219,7 @@ def check_models(models: Sequence[tuple[str, Sequence[str]]] | None = None, *,
     from huggingface_hub import try_to_load_from_cache
 
     if hub_reachable is None:
-        from tts.hub import hub_reachable as cached_check
+        from model_hub import hub_reachable as cached_check
 
         hub_reachable = cached_check.__wrapped__  # ask now, not what an earlier call in this process found
     cache = hub_cache_dir()

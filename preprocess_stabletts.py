@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from StableTTS.text import FrontendUnavailable, describe_counts, select_frontend
-from tts import PreparedData, TrainConfig, prepare_clips, skip_summary
+from tts import PreparedData, TrainConfig, prepare_clips
 from tts.config import FRONTEND_CHOICES
 from tts.datasets import DatasetError, read_dataset
 
@@ -62,7 +62,7 @@ def main(data, cache_dir, language, frontend, max_clip_seconds, no_trim):
         raise click.ClickException(str(exc)) from exc
     minutes = sum(c.seconds for c in prepared.clips) / 60
     click.echo(f"{len(prepared.clips)} clip(s) ready ({minutes:.1f} min); skipped {len(prepared.skipped)}: "
-               f"{skip_summary(prepared.skipped)}")
+               f"{prepared.skip_summary()}")
     if prepared.unknown:
         click.echo(f"Characters the front end cannot represent: {describe_counts(prepared.unknown)}")
 

@@ -14,7 +14,7 @@ import preprocess_audio
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = 16_000  # what the feature extractor (SeamlessM4TFeatureExtractor) expects; the one definition
 AudioInput = Union[str, Path, np.ndarray]
 
 

@@ -1,13 +1,16 @@
-"""Settings and outcome of an ASR training run (``train_w2v2bert_asr.train_asr``)."""
+"""Settings and outcome of an ASR training run (``asr.trainer.train_asr``); ``asr.job_settings`` reads them
+from a job. Light on purpose (no torch): the handlers read settings before the model libraries load.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from asr.model import DEFAULT_BASE_MODEL
-from asr.text import TextNormalization, parse_flag
+from asr.text import TextNormalization
+
+DEFAULT_BASE_MODEL = "facebook/w2v-bert-2.0"  # the pretrained encoder fine-tuned by default (docs/asr.md)
 
 FINE_TUNING_LEARNING_RATE = 5e-5  # the recipe's, for the pretrained model or an earlier job's
 SCRATCH_LEARNING_RATE = 2e-3  # a random preset (tests, the demo) learns next to nothing at fine-tuning rates
@@ -43,46 +46,6 @@ class AsrTrainConfig:
     eval_batch_size: int | None = None  # None = batch_size
     data_workers: int = 4  # threads decoding audio and computing features
     keep_trainer_checkpoints: bool = False  # they hold optimizer state (≈ 3× the model): dropped when done
-
-    @classmethod
-    def from_job(cls, job: Mapping[str, Any], **overrides: Any) -> "AsrTrainConfig":
-        """Settings from a manifest job entry; unknown keys are ignored, ``overrides`` win.
-
-        ``model.base_checkpoint`` is a repository path: the caller downloads it and passes the local path
-        as ``base_checkpoint=`` in ``overrides``.
-        """
-        model = job.get("model") or {}
-        values: dict[str, Any] = {}
-        numeric = {
-            "epochs": int,
-            "batch_size": int,
-            "learning_rate": float,
-            "warmup_steps": float,
-            "gradient_accumulation_steps": int,
-            "val_split": float,
-            "test_split": float,
-            "eval_steps": int,
-            "save_steps": int,
-            "max_duration_seconds": float,
-            "seed": int,
-        }
-        for key, kind in numeric.items():
-            if job.get(key) is not None:
-                try:
-                    values[key] = kind(job[key])
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"Job setting {key!r} must be a number, got {job[key]!r}") from exc
-        if "text_normalization" in job:
-            values["text_normalization"] = TextNormalization.from_mapping(job.get("text_normalization"))
-        if model.get("base_model"):
-            values["base_model"] = str(model["base_model"])
-        if model.get("from_scratch") is not None:
-            values["from_scratch"] = parse_flag(model["from_scratch"], "model.from_scratch")
-        values["post_correction"] = bool((job.get("transmorgrifier") or {}).get("enabled", False))
-        values.update(overrides)
-        config = cls(**values)
-        config.validate()
-        return config
 
     def __post_init__(self) -> None:
         if self.from_scratch and self.preset is None:

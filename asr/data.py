@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from transformers import SeamlessM4TFeatureExtractor
 from asr.audio import SAMPLE_RATE, as_waveform, log_mel
 from asr.text import TextNormalization, normalize_text
 from asr.vocab import Vocabulary
+from skips import EMPTY_TEXT, TOO_LONG, TOO_SHORT, UNDECODABLE_AUDIO, SkipReport
 
 logger = logging.getLogger(__name__)
 
@@ -44,37 +45,24 @@ class PreparedClip:
     duration: float  # seconds
 
 
-@dataclass
-class SkipReport:
-    """Examples left out of training, by reason, with their ids."""
+#: A skip reason -> its key in train_asr's ``skipped`` result (the keys results and the ASR handler read).
+_RESULT_KEYS = {TOO_LONG: "too_long", UNDECODABLE_AUDIO: "unreadable", EMPTY_TEXT: "empty_text",
+                TOO_SHORT: "text_too_long_for_audio"}
 
-    too_long: dict[str, float] = field(default_factory=dict)  # id -> seconds
-    unreadable: dict[str, str] = field(default_factory=dict)  # id -> error
-    empty_text: list[str] = field(default_factory=list)
-    text_too_long_for_audio: list[str] = field(default_factory=list)
 
-    @property
-    def total(self) -> int:
-        return len(self.too_long) + len(self.unreadable) + len(self.empty_text) + len(self.text_too_long_for_audio)
-
-    def summary(self) -> str:
-        """E.g. "Skipped 3 utterance(s): 2 unreadable audio, 1 empty text"."""
-        reasons = [
-            (len(self.too_long), "longer than max_duration_seconds"),
-            (len(self.unreadable), "unreadable audio"),
-            (len(self.empty_text), "empty text after normalisation"),
-            (len(self.text_too_long_for_audio), "text too long for its audio"),
-        ]
-        listed = ", ".join(f"{n} {why}" for n, why in reasons if n)
-        return f"Skipped {self.total} utterance(s)" + (f": {listed}" if listed else "")
-
-    def to_dict(self) -> dict:
-        return {
-            "too_long": dict(self.too_long),
-            "unreadable": dict(self.unreadable),
-            "empty_text": list(self.empty_text),
-            "text_too_long_for_audio": list(self.text_too_long_for_audio),
-        }
+def skipped_result(report: SkipReport) -> dict[str, Any]:
+    """The ``skipped`` result of a run: ``too_long`` (id -> seconds), ``unreadable`` (id -> error), and the
+    ids of ``empty_text`` and ``text_too_long_for_audio`` utterances."""
+    result: dict[str, Any] = {"too_long": {}, "unreadable": {}, "empty_text": [], "text_too_long_for_audio": []}
+    for item in report:
+        key = _RESULT_KEYS[item.reason]
+        if key == "too_long":
+            result[key][item.id] = item.facts["seconds"]
+        elif key == "unreadable":
+            result[key][item.id] = item.detail
+        else:
+            result[key].append(item.id)
+    return result
 
 
 def prepare_clips(
@@ -86,7 +74,7 @@ def prepare_clips(
     workers: int = 4,
 ) -> tuple[list[PreparedClip], SkipReport]:
     """Decode, normalise and featurise ``examples`` (in parallel threads: decoding and FFTs release the GIL)."""
-    report = SkipReport()
+    report = SkipReport(noun="utterance")
 
     def prepare(example: AsrExample) -> PreparedClip | tuple[str, str | float]:
         text = normalize_text(example.text, normalization)
@@ -111,20 +99,22 @@ def prepare_clips(
         if isinstance(outcome, PreparedClip):
             clips.append(outcome)
         elif outcome[0] == "empty":
-            report.empty_text.append(str(example.id))
+            report.add(str(example.id), EMPTY_TEXT, "nothing left once normalised")
         elif outcome[0] == "long":
-            report.too_long[str(example.id)] = float(outcome[1])
+            report.add(str(example.id), TOO_LONG, f"{outcome[1]} s > max_duration_seconds {max_duration_seconds:g} s",
+                       seconds=float(outcome[1]))
         else:
-            report.unreadable[str(example.id)] = str(outcome[1])
-    if report.too_long:
+            report.add(str(example.id), UNDECODABLE_AUDIO, str(outcome[1]))
+    too_long = [item for item in report if item.reason == TOO_LONG]
+    if too_long:
         logger.warning(
             "%d clip(s) longer than %ss left out of training: %s",
-            len(report.too_long),
+            len(too_long),
             max_duration_seconds,
-            ", ".join(f"{i} ({s}s)" for i, s in list(report.too_long.items())[:20]),
+            ", ".join(f"{item.id} ({item.facts['seconds']}s)" for item in too_long[:20]),
         )
-    for clip_id, error in list(report.unreadable.items())[:20]:
-        logger.warning("Unreadable audio for %s: %s", clip_id, error)
+    for item in [item for item in report if item.reason == UNDECODABLE_AUDIO][:20]:
+        logger.warning("Unreadable audio for %s: %s", item.id, item.detail)
     return clips, report
 
 
@@ -141,17 +131,19 @@ def drop_unalignable(
     report: SkipReport,
 ) -> list[PreparedClip]:
     """Leave out clips whose transcript cannot fit their audio (usually a wrong text or a cut recording)."""
-    kept = []
+    kept, dropped = [], []
     for clip in clips:
-        if ctc_alignable(vocabulary.encode(clip.text), output_frames(len(clip.features))):
+        labels, frames = vocabulary.encode(clip.text), output_frames(len(clip.features))
+        if ctc_alignable(labels, frames):
             kept.append(clip)
         else:
-            report.text_too_long_for_audio.append(clip.id)
-    if len(kept) < len(clips):
+            report.add(clip.id, TOO_SHORT, f"{len(labels)} characters for {frames} output frames")
+            dropped.append(clip.id)
+    if dropped:
         logger.warning(
             "%d clip(s) have more characters than their audio has output frames; left out: %s",
-            len(clips) - len(kept),
-            ", ".join(report.text_too_long_for_audio[:20]),
+            len(dropped),
+            ", ".join(dropped[:20]),
         )
     return kept
 

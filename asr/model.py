@@ -32,7 +32,6 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 class ModelFolderError(ValueError):
     """A saved model folder that cannot be used; the message is one line naming the file at fault."""
 
-DEFAULT_BASE_MODEL = "facebook/w2v-bert-2.0"
 
 # Fine-tuning settings of the reference recipe (HF blog "Fine-Tune W2V2-Bert for low-resource ASR"):
 # no dropout/masking/layerdrop, mean CTC loss (the config default "sum" scales with batch and length),

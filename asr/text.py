@@ -78,11 +78,3 @@ def normalize_text(text: str, options: TextNormalization = TextNormalization()) 
     # and its mark), so normalise once more after the edits.
     return unicodedata.normalize("NFC", " ".join("".join(out).split()))
 
-
-def parse_flag(value: Any, key: str, *, error: type[Exception] = ValueError) -> bool:
-    """A true/false job setting. YAML gives booleans; a plugin that writes strings gets the same meaning."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.strip().lower() in ("true", "yes", "1")
-    raise error(f"job setting {key!r} must be true or false, not {value!r}")

@@ -1,4 +1,4 @@
-"""The steps of a training run that ``train_w2v2bert_asr.train_asr`` strings together: the output
+"""The steps of a training run that ``asr.trainer.train_asr`` strings together: the output
 folder layout, the run's vocabulary, Trainer arguments and tables, post-corrector fitting and scoring.
 """
 
@@ -80,6 +80,19 @@ class OutputLayout:
                            TRAINER_STATE_FILE)
             shutil.rmtree(folder, ignore_errors=True)
         return None
+
+    def epochs_saved(self) -> int:
+        """Whole epochs in the Trainer checkpoint an earlier run left here: a rerun continues after them
+        (0: it starts afresh)."""
+        checkpoint = self.last_checkpoint()
+        if checkpoint is None:
+            return 0
+        try:
+            state = json.loads((checkpoint / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+            return int(math.floor(float(state.get("epoch") or 0) + 1e-6))
+        except (OSError, ValueError) as exc:
+            logger.warning("Cannot read the state of %s (%s); the Trainer decides where to resume", checkpoint, exc)
+            return 0
 
 
 def _complete_checkpoint(folder: Path) -> bool:

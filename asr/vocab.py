@@ -17,12 +17,13 @@ from typing import Iterable, Sequence
 
 from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertProcessor, Wav2Vec2CTCTokenizer
 
+from asr.audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 WORD_DELIMITER = "|"
-SAMPLE_RATE = 16_000
 
 
 @dataclass

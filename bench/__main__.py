@@ -24,7 +24,7 @@ BENCHMARKS = [
     # dopri5 on random v1.1 weights needs ~300 evaluations per verse: ~20 min for ONE verse on 2 CPU cores.
     # The quick run compares per-evaluation efficiency (batching, one CFG pass); the dopri5 ratio is the
     # GPU run: bench_tts_synthesis.py --n 200.
-    # On a CPU batching costs (see inference_stabletts.default_batch_size): --batch-size 1 here compares the
+    # On a CPU batching costs (see tts.inference.default_batch_size): --batch-size 1 here compares the
     # stacked guidance pass alone; the batching gain is a GPU measurement.
     ("bench_tts_synthesis.py", ["--n", "8", "--upstream-n", "4", "--upstream-solver", "euler", "--batch-size", "1"]),
     ("bench_tts_training.py", []),

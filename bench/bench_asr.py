@@ -25,7 +25,7 @@ from transformers import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from asr.audio import log_mel  # noqa: E402
+from asr.audio import SAMPLE_RATE, log_mel  # noqa: E402
 from asr.data import CtcCollator, PreparedClip  # noqa: E402
 from asr.decode import Transcriber  # noqa: E402
 from asr.model import (  # noqa: E402
@@ -101,7 +101,7 @@ def bench_transcription(transcriber: Transcriber, waves: list[np.ndarray], batch
     arrival = sum(len(lengths[i : i + batch_size]) * max(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size))
     return {
         "clips": len(waves),
-        "audio_seconds": round(sum(len(w) for w in waves) / 16000, 1),
+        "audio_seconds": round(sum(len(w) for w in waves) / SAMPLE_RATE, 1),
         "same_text": sum(a == b for a, b in zip(per_file, batched)),
         "per_file_clips_per_s": round(len(waves) / t_loop, 2),
         "batched_clips_per_s": round(len(waves) / t_batched, 2),
@@ -116,7 +116,7 @@ def bench_transcription(transcriber: Transcriber, waves: list[np.ndarray], batch
 def training_clips(feature_extractor, waves, texts) -> list[PreparedClip]:
     """Clips as training holds them: fp16 log-mel features with their text."""
     return [
-        PreparedClip(str(i), t, log_mel(feature_extractor, w).astype(np.float16), len(w) / 16000)
+        PreparedClip(str(i), t, log_mel(feature_extractor, w).astype(np.float16), len(w) / SAMPLE_RATE)
         for i, (w, t) in enumerate(zip(waves, texts))
     ]
 

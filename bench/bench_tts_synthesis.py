@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from StableTTS import build_model, mel_spectrogram, synthesize_mel  # noqa: E402
 from StableTTS.text import RomanizedFrontend  # noqa: E402
-from inference_stabletts import vocode  # noqa: E402
+from tts.inference import vocode  # noqa: E402
 
 WORDS = ("na mungu akasema iwe nuru ikawa akaona kwamba ni njema akatenga kati ya giza mwanzo aliziumba mbingu "
          "nchi ilikuwa ukiwa tena utupu roho yake ikatulia juu maji bwana watu wake israeli mfalme nyumba siku "

@@ -62,12 +62,9 @@ from .layout import (
 )
 from .notebook import Notebook, NotebookError, load_notebook, parse_notebook
 from .selection import (
-    ALREADY_RECORDED,
     TEXT_SOURCES,
-    VALUE_NOT_TEXT,
     CellRef,
     Selection,
-    SkippedCell,
     make_cell_ref,
     pair_source_cells,
     select_cells_needing_audio,
@@ -106,7 +103,7 @@ __all__ = [
     "AudioTake", "audio_takes", "select_take", "PlayingTake", "playing_take", "plays_human_take",
     "take_candidate_paths", "AttachmentIndex", "FetchedAudio", "take_sources", "fetch_take",
     # selection
-    "CellRef", "SkippedCell", "Selection", "TEXT_SOURCES", "ALREADY_RECORDED", "VALUE_NOT_TEXT",
+    "CellRef", "Selection", "TEXT_SOURCES",
     "select_cells_needing_audio", "select_cells_needing_text", "select_training_pairs", "make_cell_ref",
     "pair_source_cells",
     # changes

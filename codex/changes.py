@@ -13,6 +13,8 @@ from enum import Enum
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import storage
+from skips import (ATTACHMENTS_NOT_OBJECT, CELL_GONE, DUPLICATE_CELL_ID, EDITS_NOT_LIST, NOTEBOOK_GONE,
+                   NOTEBOOK_UNPARSABLE, SAME_TEXT, TAKE_ALREADY_ATTACHED, TEXT_CHANGED, TEXT_VALIDATED)
 from storage import FileAction, FileMissing, FileVersion, ProjectStore, VersionConflict
 
 from .cells import is_deleted_cell, non_text_value, value_edits
@@ -125,8 +127,7 @@ def apply_changes(notebook_json_text: str, changes: Sequence[CellChange], *,
     for change in changes:
         cells = index.get(change.cell_id, [])
         if len(cells) != 1 or is_deleted_cell(cells[0]):
-            reason = ("several cells share this id" if len(cells) > 1 else "the cell no longer exists")
-            report.skipped.append((change, reason))
+            report.skipped.append((change, DUPLICATE_CELL_ID if len(cells) > 1 else CELL_GONE))
         elif change.operation is ChangeOp.ADD_AUDIO:
             _add_take(cells[0], change, now, report)
         else:
@@ -144,10 +145,10 @@ def _add_take(cell: dict, change: CellChange, now: int, report: ApplyReport) -> 
     meta = cell.setdefault("metadata", {})
     attachments = meta.setdefault("attachments", {})
     if not isinstance(attachments, dict):
-        report.skipped.append((change, "the cell's attachments are not an object"))
+        report.skipped.append((change, ATTACHMENTS_NOT_OBJECT))
         return
     if take.audio_id in attachments:
-        report.skipped.append((change, "a take with this id is already attached"))
+        report.skipped.append((change, TAKE_ALREADY_ATTACHED))
         return
     playing = playing_take(cell)        # before ours is attached: ours will be the newest take
     attachments[take.audio_id] = {
@@ -181,13 +182,13 @@ def _set_transcription(cell: dict, change: CellChange, now: int, report: ApplyRe
     if kind is not None:
         report.skipped.append((change, f"the cell's value is {kind}, not text"))
     elif current != change.base_value:
-        report.skipped.append((change, "a translator changed the text since the job read it"))
+        report.skipped.append((change, TEXT_CHANGED))
     elif _is_validated(cell, current):
-        report.skipped.append((change, "the current text is validated"))
+        report.skipped.append((change, TEXT_VALIDATED))
     elif current == new_value:
-        report.skipped.append((change, "the cell already holds this text"))
+        report.skipped.append((change, SAME_TEXT))
     elif not isinstance(edits, list):
-        report.skipped.append((change, "the cell's edit history is not a list"))
+        report.skipped.append((change, EDITS_NOT_LIST))
     else:
         last = max((_as_int(e.get("timestamp")) for e in edits if isinstance(e, dict)), default=0)
         stamp = max(now, last + 1)
@@ -292,13 +293,13 @@ def commit_cell_changes(
         for path, changes in changes_by_notebook.items():
             current = cached.pop(path) if path in cached else store.read(path)
             if current is None:
-                report.skipped += [(c, "the notebook no longer exists") for c in changes]
+                report.skipped += [(c, NOTEBOOK_GONE) for c in changes]
                 continue
             try:
                 new_text, applied = apply_changes(current.content.decode("utf-8"), changes, now_ms=now_ms)
             except (NotebookError, UnicodeDecodeError) as exc:
                 logger.error("Leaving %s untouched: %s", path, exc)
-                report.skipped += [(c, "the notebook could not be parsed") for c in changes]
+                report.skipped += [(c, NOTEBOOK_UNPARSABLE) for c in changes]
                 continue
             report.extend(applied)
             if applied.applied:

@@ -4,9 +4,11 @@ reason for every candidate left out."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
+
+from skips import (ALREADY_RECORDED, EMPTY_TEXT, MACHINE_TAKE, MACHINE_TEXT, NO_AUDIO_TO_TRANSCRIBE,
+                   NO_TEXT_TO_SPEAK, NO_USABLE_TAKE, VALUE_NOT_TEXT, SkippedItem, SkipReport)
 
 from .cells import (cell_id, cell_reference, cell_text, cell_type, html_to_text, is_deleted_cell, non_text_value,
                     value_edits)
@@ -30,32 +32,15 @@ class CellRef:
     value: str = ""                 # the raw value as read: the base a transcription is checked against
 
 
-@dataclass(frozen=True)
-class SkippedCell:
-    notebook_path: str
-    cell_id: str
-    reference: str | None
-    reason: str
-    detail: str = ""
-
-
 @dataclass
 class Selection:
     """Cells picked for a job, and those that were candidates but could not be used (with why)."""
 
     cells: list[CellRef] = field(default_factory=list)
-    skipped: list[SkippedCell] = field(default_factory=list)
-
-    def skip_summary(self) -> str:
-        counts = Counter(s.reason for s in self.skipped)
-        return ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) or "none"
+    skipped: SkipReport = field(default_factory=SkipReport)
 
 
 TEXT_SOURCES = ("value", "transcription", "edit_history")
-#: A listed cell where the editor plays a translator's recording: speaking it would only add a take nobody hears.
-ALREADY_RECORDED = "already recorded"
-#: A cell whose ``value`` is JSON other than a string (a number, a list, ...): never read as empty, never written.
-VALUE_NOT_TEXT = "value is not text"
 
 
 def select_cells_needing_audio(notebooks: Iterable[Notebook], verse_filter: VerseFilter = VerseFilter(), *,
@@ -68,9 +53,9 @@ def select_cells_needing_audio(notebooks: Iterable[Notebook], verse_filter: Vers
     for nb, cell, ref, listed in _candidates(notebooks, verse_filter):
         if listed:
             if not ref.text:
-                selection.skipped.append(_not_text(nb, cell, ref) or _skipped(ref, "no text to speak"))
+                selection.skipped.append(_not_text(nb, cell, ref) or SkippedItem.of(ref, NO_TEXT_TO_SPEAK))
             elif plays_human_take(cell) and not replace_recorded:
-                selection.skipped.append(_skipped(ref, ALREADY_RECORDED))
+                selection.skipped.add(ref, ALREADY_RECORDED)
             else:
                 selection.cells.append(ref)
         elif ref.cell_type == "text" and ref.text and ref.audio_take is None and not plays_human_take(cell):
@@ -90,7 +75,7 @@ def select_cells_needing_text(notebooks: Iterable[Notebook], verse_filter: Verse
         if problem:
             selection.skipped.append(problem)
         elif ref.audio_take is None:
-            selection.skipped.append(_skipped(ref, "no audio to transcribe"))
+            selection.skipped.add(ref, NO_AUDIO_TO_TRANSCRIBE)
         else:
             selection.cells.append(ref)
     _log_selection("needing text", selection)
@@ -116,14 +101,14 @@ def select_training_pairs(
             ref = _with_text(ref, _text_from(cell, ref.audio_take, text_source, edit_history_selection))
         if ref.audio_take is None:
             if listed:
-                selection.skipped.append(_skipped(ref, "no usable audio take"))
+                selection.skipped.add(ref, NO_USABLE_TAKE)
         elif not ref.text:
             problem = _not_text(nb, cell, ref) if text_source == "value" else None
-            selection.skipped.append(problem or _skipped(ref, "no text"))
+            selection.skipped.append(problem or SkippedItem.of(ref, EMPTY_TEXT))
         elif ref.audio_take.is_generated:  # never learn from our own synthesis
-            selection.skipped.append(_skipped(ref, "only a machine-generated take"))
+            selection.skipped.add(ref, MACHINE_TAKE)
         elif text_source == "value" and _machine_written(cell):  # nor from our own transcriptions
-            selection.skipped.append(_skipped(ref, "machine-generated text"))
+            selection.skipped.add(ref, MACHINE_TEXT)
         else:
             selection.cells.append(ref)
     _log_selection("for training", selection)
@@ -179,23 +164,18 @@ def _machine_written(cell: Mapping) -> bool:
     return bool(edits) and edits[-1].get("type") == "llm-generation" and not edits[-1].get("validatedBy")
 
 
-def _skipped(ref: CellRef, reason: str, detail: str = "") -> SkippedCell:
-    return SkippedCell(ref.notebook_path, ref.cell_id, ref.reference, reason, detail)
-
-
-def _not_text(nb: Notebook, cell: Mapping, ref: CellRef) -> SkippedCell | None:
+def _not_text(nb: Notebook, cell: Mapping, ref: CellRef) -> SkippedItem | None:
     kind = non_text_value(cell)
     if kind is None:
         return None
-    return _skipped(ref, VALUE_NOT_TEXT, f"{nb.path} cell {ref.cell_id}: the value is {kind}, not text")
+    return SkippedItem.of(ref, VALUE_NOT_TEXT, f"{nb.path} cell {ref.cell_id}: the value is {kind}, not text")
 
 
 def _log_selection(what: str, selection: Selection) -> None:
     logger.info("Selected %d cell(s) %s; skipped %d (%s)", len(selection.cells), what,
-                len(selection.skipped), selection.skip_summary())
+                len(selection.skipped), selection.skipped.reasons())
     for s in selection.skipped:
-        logger.debug("Skipped %s %s (%s): %s%s", s.notebook_path, s.cell_id, s.reference, s.reason,
-                     f" -- {s.detail}" if s.detail else "")
+        logger.debug("Skipped %s", s.describe())
 
 
 def pair_source_cells(target: Notebook, source: Notebook) -> dict[str, dict]:

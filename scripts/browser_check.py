@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import gradio_demo_stabletts as tts_demo
-    from inference_stabletts import load_voice
+    from tts.inference import load_voice
 
     with tempfile.TemporaryDirectory(prefix="browser_check_") as tmp:
         tmp_dir = Path(tmp)

@@ -17,7 +17,7 @@ target text of GEN (Latin script); both source notebooks hold the World English
 Bible. The WEB text is kept in its plain-ASCII punctuation (straight quotes) so that
 the cell HTML can carry ``&quot;`` and ``&#39;`` entities the way an editor would.
 
-Recordings are synthesised with espeak-ng and stored as mono Opus in WebM at
+Recordings are synthesized with espeak-ng and stored as mono Opus in WebM at
 48 kHz, the format of the editor's MediaRecorder takes (at a low bitrate, to keep
 the repository small). espeak-ng (``apt-get install espeak-ng``) is needed only
 when running THIS script; the worker and the tests never need it. PyAV, soundfile
@@ -480,7 +480,7 @@ def probe_webm(path: Path) -> tuple[float, int, int, str]:
 
 
 def make_take_audio(take: Take, voice: str, path: Path, workdir: Path) -> AudioInfo:
-    """Synthesise, encode and verify one take; returns its attachment metadata facts."""
+    """Synthesize, encode and verify one take; returns its attachment metadata facts."""
     samples, sr = synthesize(take.spoken_text, voice, take.rate, workdir)
     encode_webm_opus(samples, sr, path)
     duration, rate, channels, codec = probe_webm(path)

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from asr.config import DEFAULT_BASE_MODEL as W2V_BERT_REPO  # noqa: E402  (light: no transformers)
 from jobs import job_paths  # noqa: E402
 
-W2V_BERT_REPO = "facebook/w2v-bert-2.0"  # asr.model.DEFAULT_BASE_MODEL (not imported: it loads transformers)
 TTS_LAYOUT = ROOT / "tests" / "data" / "stabletts_v1.1_state_dict.json"
 VOCOS_LAYOUT = ROOT / "tests" / "data" / "stabletts_vocos_state_dict.json"
 

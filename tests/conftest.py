@@ -244,12 +244,12 @@ def undocumented_options(command, readme: str) -> list[str]:
 @pytest.fixture
 def hub_offline(monkeypatch):
     """No Hugging Face hub downloads: offline mode, and the worker's cached reachability answer forgotten."""
-    from tts import hub
+    import model_hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.hub_reachable.cache_clear()
+    model_hub.hub_reachable.cache_clear()
     yield
-    hub.hub_reachable.cache_clear()
+    model_hub.hub_reachable.cache_clear()
 
 
 @pytest.fixture

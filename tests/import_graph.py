@@ -39,6 +39,16 @@ def project_modules(root: Path = ROOT) -> dict[str, Path]:
     return modules
 
 
+def string_constants(path: Path) -> list[str]:
+    """The string literals of a module, docstrings left out (to find where a value is written)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
 def entry_scripts(root: Path = ROOT) -> dict[str, Path]:
     """``scripts/x.py``-style names -> files: programs run by path, which nothing imports."""
     return {path.relative_to(root).as_posix(): path for folder in SCRIPT_DIRS

@@ -11,7 +11,9 @@ import soundfile
 import torch
 from click.testing import CliRunner
 
-import inference_w2v2bert_asr as inference
+import asr.inference as inference
+import inference_w2v2bert_asr
+from asr import AsrTrainConfig, train_asr
 from asr.archive import UnsafeArchiveError, extract_model_archive, write_model_archive
 from asr.audio import load_audio
 from asr.decode import DecodeOptions
@@ -20,7 +22,6 @@ from asr.postcorrect import FILE_NAME, PostCorrector
 from asr.synthetic import synth_speech, synthetic_examples
 from conftest import block_network, tar_file, tar_link, write_tar
 from preprocess_audio import AudioError
-from train_w2v2bert_asr import AsrTrainConfig, train_asr
 
 
 @pytest.fixture(autouse=True)
@@ -194,12 +195,12 @@ def test_cli_prints_one_line_per_file(model_archive, fresh_clips, tmp_path):
     for i, e in enumerate(fresh_clips[:2]):
         paths.append(str(tmp_path / f"c{i}.wav"))
         soundfile.write(paths[-1], e.audio, 16000)
-    result = CliRunner().invoke(inference.main, ["--model", str(model_archive), "--device", "cpu", *paths])
+    result = CliRunner().invoke(inference_w2v2bert_asr.main, ["--model", str(model_archive), "--device", "cpu", *paths])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     expected = inference.transcribe(model_archive, paths, device="cpu")
     assert lines == [f"{p}\t{t}" for p, t in zip(paths, expected)]
-    missing = CliRunner().invoke(inference.main, ["--model", str(tmp_path / "nope.tar"), paths[0]])
+    missing = CliRunner().invoke(inference_w2v2bert_asr.main, ["--model", str(tmp_path / "nope.tar"), paths[0]])
     assert missing.exit_code != 0
 
 

@@ -9,16 +9,19 @@ import pytest
 import torch
 from transformers import Wav2Vec2BertForCTC
 
+from asr import AsrTrainConfig, train_asr
 from asr.archive import extract_model_archive
 from training_metrics import ASR_METRICS_COLUMNS as METRICS_COLUMNS
-from asr.data import AsrExample, PreparedClip, SkipReport, ctc_alignable, prepare_clips, split_clips
+from asr.data import AsrExample, PreparedClip, ctc_alignable, prepare_clips, skipped_result, split_clips
 from asr.model import install_eval_logit_mask, logit_lengths, model_from_checkpoint, model_from_preset
 from asr.postcorrect import PostCorrector, align_outputs, learn_post_corrector, validate_post_corrector
 from asr.synthetic import synth_speech, synthetic_examples
 from asr.text import TextNormalization
 from asr.vocab import build_vocabulary, load_feature_extractor, load_vocabulary
+from asr.job_settings import train_config_from_job
 from conftest import block_network
-from train_w2v2bert_asr import AsrTrainConfig, train_asr
+from job_settings import JobSettingError
+from skips import SkipReport
 
 TINY = dict(preset="tiny", batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, warmup_steps=0.1, seed=3)
 
@@ -155,7 +158,7 @@ def test_a_checkpoint_cut_off_mid_save_is_passed_over_and_removed(tmp_path):
             (folder / "trainer_state.json").write_text(state)
         return folder
 
-    assert layout.last_checkpoint() is None
+    assert layout.last_checkpoint() is None and layout.epochs_saved() == 0
     complete = checkpoint(2, json.dumps({"epoch": 1.0}))
     checkpoint(3, json.dumps({"epoch": 1.0}), weights=False)
     checkpoint(10, '{"epoch": 2.0, "log_hi')     # truncated
@@ -163,6 +166,7 @@ def test_a_checkpoint_cut_off_mid_save_is_passed_over_and_removed(tmp_path):
     (layout.trainer / "checkpoint-final").mkdir()  # not a step: not the Trainer's, left alone
     assert layout.last_checkpoint() == complete
     assert sorted(p.name for p in layout.trainer.iterdir()) == ["checkpoint-2", "checkpoint-final"]
+    assert layout.epochs_saved() == 1            # a rerun continues after the newest complete epoch
 
 
 def test_exceptions_from_the_progress_hook_propagate(tmp_path):
@@ -240,9 +244,10 @@ def test_long_empty_and_unreadable_clips_are_reported_not_dropped_silently(tmp_p
     ]
     clips, report = prepare_clips(examples, TextNormalization(), load_feature_extractor(None), max_duration_seconds=2.0)
     assert [c.id for c in clips] == ["ok-1"]
-    assert report.too_long == {"long-1": 3.0}
-    assert report.empty_text == ["empty-1"] and list(report.unreadable) == ["bad-1"]
-    assert report.summary().startswith("Skipped 3 utterance(s)")
+    result = skipped_result(report)  # the keys train_asr's result and the ASR handler read
+    assert result["too_long"] == {"long-1": 3.0} and result["text_too_long_for_audio"] == []
+    assert result["empty_text"] == ["empty-1"] and list(result["unreadable"]) == ["bad-1"]
+    assert report.summary() == "Skipped 3 utterance(s): 1 audio too long, 1 empty text, 1 undecodable audio"
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 9, 40])
@@ -279,13 +284,14 @@ def test_ctc_alignability_counts_blanks_between_repeats():
     assert ctc_alignable([1, 2, 3], 3)
     assert not ctc_alignable([1, 1, 2], 3)
     assert ctc_alignable([1, 1, 2], 4)
-    assert SkipReport().total == 0
+    assert skipped_result(SkipReport()) == {"too_long": {}, "unreadable": {}, "empty_text": [],
+                                            "text_too_long_for_audio": []}
 
 
 def test_config_from_manifest_job():
     job = {"epochs": "7", "batch_size": 4, "learning_rate": 1e-4, "text_normalization": {"lowercase": False},
            "model": {"base_model": "/models/w2v"}, "transmorgrifier": {"enabled": True}, "unknown": 1}
-    config = AsrTrainConfig.from_job(job, base_checkpoint="/tmp/base.tar")
+    config = train_config_from_job(job, base_checkpoint="/tmp/base.tar")
     assert (config.epochs, config.batch_size, config.peak_learning_rate) == (7, 4, 1e-4)
     # Without a learning_rate: the recipe's fine-tuning rate, unless a random preset starts from scratch.
     assert AsrTrainConfig().peak_learning_rate == 5e-5
@@ -293,10 +299,10 @@ def test_config_from_manifest_job():
     assert AsrTrainConfig(preset="tiny", base_checkpoint="/tmp/base.tar").peak_learning_rate == 5e-5
     assert config.text_normalization.lowercase is False and config.base_model == "/models/w2v"
     assert config.post_correction and config.base_checkpoint == "/tmp/base.tar"
-    with pytest.raises(ValueError, match="epochs"):
-        AsrTrainConfig.from_job({"epochs": 0})
-    with pytest.raises(ValueError, match="val_split"):
-        AsrTrainConfig.from_job({"val_split": 0.6, "test_split": 0.5})
+    with pytest.raises(JobSettingError, match="epochs"):
+        train_config_from_job({"epochs": 0})
+    with pytest.raises(JobSettingError, match="val_split"):
+        train_config_from_job({"val_split": 0.6, "test_split": 0.5})
 
 
 # -- post-corrector --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codex  # noqa: E402
+import skips  # noqa: E402
 from codex import (  # noqa: E402
     AttachmentIndex,
     ChangeOp,
@@ -349,7 +350,7 @@ def test_cells_needing_audio():
     include = VerseFilter.from_lists(["MAT 1:2", "p-1", "MAT 1:5"])
     listed = codex.select_cells_needing_audio([book], include)
     assert ids(listed) == ["p-1"]                                  # listed paratext too; a recorded verse not
-    assert [(s.cell_id, s.reason) for s in listed.skipped] == [("MAT 1:2", "already recorded"),
+    assert [(s.id, s.reason) for s in listed.skipped] == [("MAT 1:2", "already recorded"),
                                                                ("MAT 1:5", "no text to speak")]
     assert ids(codex.select_cells_needing_audio([book], include, replace_recorded=True)) == ["MAT 1:2", "p-1"]
     assert ids(codex.select_cells_needing_audio([book], VerseFilter.from_lists(None, ["MAT 1:1"]))) == ["MAT 1:4"]
@@ -365,8 +366,8 @@ def test_a_take_the_editor_plays_by_its_fallback_counts_as_recorded():
     assert ids(codex.select_cells_needing_audio([book])) == []
     listed = codex.select_cells_needing_audio([book], VerseFilter.from_lists(["MAT 1:1", "MAT 1:2", "MAT 1:3"]))
     assert ids(listed) == ["MAT 1:2"]
-    assert [(s.cell_id, s.reason) for s in listed.skipped] == [("MAT 1:1", codex.ALREADY_RECORDED),
-                                                               ("MAT 1:3", codex.ALREADY_RECORDED)]
+    assert [(s.id, s.reason) for s in listed.skipped] == [("MAT 1:1", skips.ALREADY_RECORDED),
+                                                          ("MAT 1:3", skips.ALREADY_RECORDED)]
 
 
 @pytest.mark.parametrize("takes, selected, human_plays", [      # selected "": none; "d": deleted; "g": generated
@@ -390,7 +391,7 @@ def test_cells_needing_text():
     assert ids(codex.select_cells_needing_text([book])) == ["MAT 1:3"]
     listed = codex.select_cells_needing_text([book], VerseFilter.from_lists(["MAT 1:2", "p-2", "MAT 1:1"]))
     assert ids(listed) == ["MAT 1:2", "p-2"]
-    assert [(s.cell_id, s.reason) for s in listed.skipped] == [("MAT 1:1", "no audio to transcribe")]
+    assert [(s.id, s.reason) for s in listed.skipped] == [("MAT 1:1", "no audio to transcribe")]
 
 
 def test_training_pairs_and_text_sources():
@@ -398,7 +399,7 @@ def test_training_pairs_and_text_sources():
     pairs = codex.select_training_pairs([book])
     assert ids(pairs) == ["MAT 1:2"]
     assert pairs.cells[0].text == "has text and audio" and pairs.cells[0].audio_take.created_at == 100
-    assert [(s.cell_id, s.reason) for s in pairs.skipped] == [("MAT 1:3", "no text")]
+    assert [(s.id, s.reason) for s in pairs.skipped] == [("MAT 1:3", "empty text")]
     assert ids(codex.select_training_pairs([book], VerseFilter.from_lists(None, ["MAT 1:2"]))) == []
     history = [{"editMap": ["value"], "value": "<b>imported</b>", "timestamp": 1, "type": "initial-import"},
                {"editMap": ["value"], "value": "edited", "timestamp": 2, "type": "user-edit"}]
@@ -564,9 +565,9 @@ def test_a_value_that_is_not_text_is_never_read_as_empty_nor_overwritten(value, 
         selection = codex.select_cells_needing_text([book], listed)
         assert ids(selection) == ["MAT 1:2"]
         (skip,) = selection.skipped
-        assert (skip.cell_id, skip.reason) == ("MAT 1:1", codex.VALUE_NOT_TEXT)
+        assert (skip.id, skip.reason) == ("MAT 1:1", skips.VALUE_NOT_TEXT)
         assert skip.detail == f"files/target/MAT.codex cell MAT 1:1: the value is {kind}, not text"
-    assert [s.reason for s in codex.select_training_pairs([book]).skipped] == [codex.VALUE_NOT_TEXT, "no text"]
+    assert [s.reason for s in codex.select_training_pairs([book]).skipped] == [skips.VALUE_NOT_TEXT, skips.EMPTY_TEXT]
     # Should such a cell reach write-back anyway (its value changed after the job read it), it stays as it is.
     change = CellChange("files/target/MAT.codex", "MAT 1:1", ChangeOp.SET_TRANSCRIPTION,
                         Transcription("heard", "ASR m"), base_value="")

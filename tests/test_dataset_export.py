@@ -51,10 +51,10 @@ EXPECTED_ROWS = {
     "MAT 1:8": ("MAT 1:8", "Deleted selection"),                          # selected take deleted -> older one
 }
 EXPECTED_SKIPS = {
-    ("MAT 1:3", "audio file missing"),                                    # only LFS pointers
-    ("MAT 1:4", "no text"),
-    ("MAT 1:5", "unusable audio"),                                        # corrupt bytes
-    ("", "notebook unparsable"),
+    ("MAT 1:3", "missing audio"),                                         # only LFS pointers
+    ("MAT 1:4", "empty text"),
+    ("MAT 1:5", "undecodable audio"),                                     # corrupt bytes
+    ("", "the notebook could not be parsed"),
 }
 
 
@@ -130,7 +130,7 @@ def test_process_cli_writes_a_standard_audiofolder(project, tmp_path, monkeypatc
     skipped = read_csv(out / "skipped.csv")
     assert {(s["cell_id"], s["reason"]) for s in skipped} == EXPECTED_SKIPS
     assert all(s["notebook"] for s in skipped)
-    assert next(s for s in skipped if s["reason"] == "unusable audio")["detail"].endswith("a5.ogg: "
+    assert next(s for s in skipped if s["reason"] == "undecodable audio")["detail"].endswith("a5.ogg: "
                                                                                          "is truncated: the Ogg stream "
                                                                                          "has no end-of-stream page")
 
@@ -248,7 +248,7 @@ def test_process_from_gitlab(gitlab_server, tmp_path, monkeypatch):  # noqa: F81
     rows = check_dataset(tmp_path / "ds", {"MAT 1:1", "MAT 1:2"})
     assert sorted(r["file_name"] for r in rows) == ["audio/g1.webm", "audio/g2.wav"]
     assert [(s["cell_id"], s["reason"]) for s in read_csv(tmp_path / "ds/skipped.csv")] == [
-        ("MAT 1:3", "audio file missing")]
+        ("MAT 1:3", "missing audio")]
 
 
 def test_a_failed_download_skips_one_clip(project, tmp_path):
@@ -260,7 +260,7 @@ def test_a_failed_download_skips_one_clip(project, tmp_path):
 
     summary = export_dataset(Flaky(project), ExportOptions(tmp_path / "ds"), progress=False)
     assert summary.records == len(EXPECTED_ROWS) - 1
-    assert [(s.cell_id, s.reason) for s in summary.skipped if s.reason == "download failed"] == [
+    assert [(s.id, s.reason) for s in summary.skipped if s.reason == "download failed"] == [
         ("MAT 1:1", "download failed")]
 
 

@@ -18,13 +18,16 @@ if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 
 import rehearse_full_size as rehearse  # noqa: E402
-from asr.config import SCRATCH_PRESET, AsrTrainConfig  # noqa: E402
+from asr.config import SCRATCH_PRESET  # noqa: E402
+from asr.job_settings import initialised_from, train_config_from_job  # noqa: E402
 from conftest import block_network, fast_config, run_worker  # noqa: E402
 from demo_env import DemoProject  # noqa: E402
-from handlers.asr.w2v2bert.job_inputs import JobInputError, initialised_from, resolve_base_model  # noqa: E402
-from handlers.tts.stabletts.steps import JobSettingError, training_config  # noqa: E402
+from handlers.asr.w2v2bert.job_inputs import resolve_base_model  # noqa: E402
+from job_settings import JobInputError, JobSettingError  # noqa: E402
+from model_hub import hub_reachable  # noqa: E402
 from StableTTS.vocoder import HUB_REPO, HUB_TTS_FILE  # noqa: E402
-from tts import PretrainedUnavailable, TrainConfig, hub_reachable, initial_model  # noqa: E402
+from tts import PretrainedUnavailable, TrainConfig, initial_model  # noqa: E402
+from tts.job_settings import training_config  # noqa: E402
 
 W2V_BERT = rehearse.W2V_BERT_REPO
 TINY_W2V_BERT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
@@ -72,13 +75,13 @@ def empty(tmp_path, monkeypatch) -> Path:
 
 
 class JobConfig:
-    """The ``get_job_config`` of handler callbacks, over a manifest job."""
+    """The ``get_job_config`` and ``job_context`` of handler callbacks, over a manifest job."""
 
     def __init__(self, job: dict, scanner=None):
-        self.job, self.scanner = job, scanner
+        self.job_context, self.scanner = job, scanner
 
     def get_job_config(self, key: str, default=None):
-        value = self.job
+        value = self.job_context
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
                 return default
@@ -159,23 +162,23 @@ def test_tts_from_scratch_trains_a_new_model_and_says_so(empty):
 
 def test_model_from_scratch_in_the_manifest_turns_the_pretrained_start_off():
     def config(model: dict) -> TrainConfig:
-        return training_config(JobConfig({"model": {"language": "en", **model}}), None)
+        return training_config({"model": {"language": "en", **model}})
 
     assert config({}).pretrained is True
     assert config({"from_scratch": True}).pretrained is False
-    with pytest.raises(JobSettingError, match="'model.from_scratch' must be true/false"):
+    with pytest.raises(JobSettingError, match="'model.from_scratch' must be true or false"):
         config({"from_scratch": "perhaps"})
 
 
 # -- ASR without the pretrained encoder ------------------------------------------------------------------
 def test_asr_from_scratch_settings():
-    assert AsrTrainConfig.from_job({"model": {}}).preset is None
-    scratch = AsrTrainConfig.from_job({"model": {"from_scratch": True}})
+    assert train_config_from_job({"model": {}}).preset is None
+    scratch = train_config_from_job({"model": {"from_scratch": True}})
     assert (scratch.preset, scratch.peak_learning_rate) == (SCRATCH_PRESET, 2e-3)
-    named = AsrTrainConfig.from_job({"model": {"from_scratch": "true", "preset": "tiny"}}, preset="tiny")
+    named = train_config_from_job({"model": {"from_scratch": "true", "preset": "tiny"}})
     assert (named.preset, named.from_scratch) == ("tiny", True)
-    with pytest.raises(ValueError, match="'model.from_scratch' must be true or false"):
-        AsrTrainConfig.from_job({"model": {"from_scratch": "perhaps"}})
+    with pytest.raises(JobSettingError, match="'model.from_scratch' must be true or false"):
+        train_config_from_job({"model": {"from_scratch": "perhaps"}})
 
 
 def test_default_asr_base_model_missing_offline_fails_with_what_is_missing(empty, tmp_path):
@@ -198,11 +201,11 @@ def test_cached_asr_base_model_passes(seeded, monkeypatch, tmp_path):
 def test_asr_result_names_where_training_started():
     def origin(model: dict, **overrides) -> str:
         job = {"model": model}
-        return initialised_from(JobConfig(job), AsrTrainConfig.from_job(job, **overrides))
+        return initialised_from(job, train_config_from_job(job, **overrides))
 
     assert origin({}) == W2V_BERT
     assert origin({"from_scratch": True}) == "scratch (full)"
-    assert origin({"preset": "tiny"}, preset="tiny") == "scratch (tiny)"
+    assert origin({"preset": "tiny"}) == "scratch (tiny)"
     assert origin({"base_model": "org/encoder"}, base_model="/srv/work/inputs/base_model") == "org/encoder"
     assert origin({"base_checkpoint": "gpu_jobs/job_1/model/asr_model.pth.tar"},
                   base_checkpoint="/srv/work/inputs/base_checkpoint") == "gpu_jobs/job_1/model/asr_model.pth.tar"

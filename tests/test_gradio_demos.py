@@ -24,11 +24,10 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 import gradio_demo_stabletts as tts_demo  # noqa: E402
 import gradio_demo_w2v2bert_asr as asr_demo  # noqa: E402
-import inference_w2v2bert_asr  # noqa: E402
+from asr import AsrTrainConfig, train_asr, transcribe  # noqa: E402
 from asr.synthetic import synth_speech, synthetic_examples  # noqa: E402
-from inference_stabletts import SAMPLE_RATE, load_voice  # noqa: E402
+from tts.inference import SAMPLE_RATE, load_voice  # noqa: E402
 from StableTTS import build_model, save_checkpoint  # noqa: E402
-from train_w2v2bert_asr import AsrTrainConfig, train_asr  # noqa: E402
 
 # gradio's queue uses pandas options that pandas 3 deprecates: its business, not ours
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
@@ -216,7 +215,7 @@ def test_asr_transcribes_as_the_inference_module_does(asr, asr_archive, tmp_path
     clip = write_wav(tmp_path / "clip.wav", synth_speech("abc fed", seed=5), 16000)
     text, info = asr.predict(gradio_client.handle_file(str(clip)), api_name="/transcribe")
     assert isinstance(text, str)
-    assert text == inference_w2v2bert_asr.transcribe(asr_archive, [clip], device="cpu")[0]
+    assert text == transcribe(asr_archive, [clip], device="cpu")[0]
     seconds = soundfile.info(clip).duration
     assert f"{seconds:.2f} s of audio transcribed in" in info
 

@@ -121,7 +121,7 @@ def test_training_pairs_skips_metrics_and_job_files(demo, tmp_path, record_dir):
     assert pairs["GEN 1:12"]["audio_id"] == "audio-gen-1-12-1757575856457-2eths6s23"
     assert pairs["GEN 1:8"]["audio_id"] == "audio-gen-1-8-1757562103837-903yoaro4"
     assert got["skipped_counts"] == {"empty text": 6, "missing audio": 1, "undecodable audio": 1}
-    reasons = {s["cell_id"]: s for s in got["skipped"]}
+    reasons = {s["id"]: s for s in got["skipped"]}
     assert reasons["GEN 1:5"]["reason"] == "missing audio" and "LFS pointer" in reasons["GEN 1:5"]["detail"]
     assert reasons[JHN_1_1]["reason"] == "undecodable audio"
     assert {c for c, s in reasons.items() if s["reason"] == "empty text"} == {
@@ -236,7 +236,7 @@ def test_transcriptions_record_edit_history_and_yield_to_a_translator(demo, tmp_
     assert response["result"]["errors_count"] == 1
     assert response["result"]["files_modified"] == 2
     skipped = report(record_dir, "hear1")["skipped"]
-    assert [(s["cell_id"], s["reason"]) for s in skipped] == [
+    assert [(s["id"], s["reason"]) for s in skipped] == [
         (JHN_1_5, "a translator changed the text since the job read it")]
     after = {book: by_reference(demo.notebook(book)) for book in BOOKS}
     assert after["JHN"]["JHN 1:5"]["value"] == "<span>Typed by the translator</span>"
@@ -412,7 +412,7 @@ def test_bad_generated_files_are_skipped_not_fatal(demo, tmp_path):
     takes[2] = (takes[2][0], wav)
     written = write_generated_takes(callbacks, takes, model_name="m", audio_format="webm")
     assert (written.processed, written.uploaded) == (3, 1)
-    assert written.skipped.summary() == "1 undecodable audio, 1 wrong audio format"
+    assert written.skipped.reasons() == "1 undecodable audio, 1 wrong audio format"
     assert written.as_result()["skipped_count"] == 2
 
 
@@ -439,7 +439,7 @@ def test_audio_is_fetched_per_folder_with_throttled_heartbeats(demo, tmp_path):
     assert len(channel.messages) < 10   # not one heartbeat per file
 
     short = collect_training_pairs(callbacks, load_notebooks(callbacks.scanner), tmp_path / "work", max_seconds=6.0)
-    too_long = {item.cell_id for item in short.skipped.items if item.reason == "audio too long"}
+    too_long = {item.id for item in short.skipped if item.reason == "audio too long"}
     assert too_long == {p.cell.cell_id for p in pairs if p.duration_sec > 6.0} and too_long
     assert len(short) + len(too_long) == 28 and all(p.duration_sec <= 6.0 for p in short)
 

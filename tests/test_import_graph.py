@@ -3,7 +3,6 @@ only, and every module imports cleanly in dependency order (tests/import_graph.p
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ def graph():
 
 def test_the_project_imports_form_no_circle(graph):
     assert {"storage", "stores", "local_store", "gitlab_jobs", "jobs", "codex", "codex.changes",
-            "handlers.tts.stabletts.steps", "scripts/run_demo.py"} <= set(graph)
+            "handlers.tts.stabletts.synthesis", "scripts/run_demo.py"} <= set(graph)
     cycle = find_cycle(graph)  # imports inside functions count too: a lazy import only hides a circle
     assert cycle is None, "import circle: " + describe_cycle(graph, cycle)
 
@@ -90,20 +89,12 @@ def test_every_top_level_module_is_packaged():
     assert listed == on_disk
 
 
-def _string_constants(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)}
-    return [node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
-
-
 @pytest.mark.parametrize("value, home", [("https://git.genesisrnd.com", "stores"),
                                          ("gpu_jobs/manifest.yaml", "jobs")])
 def test_each_storage_constant_is_written_once(value, home):
     """DEFAULT_GITLAB_URL and MANIFEST_PATH have one home; every other module imports them."""
-    homes = [name for name, path in import_graph.project_modules().items() if value in _string_constants(path)]
+    homes = [name for name, path in import_graph.project_modules().items()
+             if value in import_graph.string_constants(path)]
     assert homes == [home]
 
 

@@ -149,7 +149,7 @@ def tts_job(tmp_path: Path, checkpoint: str) -> FakeCallbacks:
 
 
 def test_tts_base_checkpoint_errors_are_one_line_naming_the_field_and_the_project_file(tmp_path):
-    from handlers.tts.stabletts.steps import fetch_base_checkpoint
+    from handlers.tts.stabletts.job_inputs import fetch_base_checkpoint
 
     project = tmp_path / "project" / "gpu_jobs" / "job_old" / "checkpoint"
     project.mkdir(parents=True)
@@ -247,8 +247,8 @@ def test_earlier_worker_archive_reads_as_its_network_was_trained(earlier_archive
 
 
 def test_earlier_worker_archive_continues_training_and_transcribes(earlier_archive, tmp_path):
-    import inference_w2v2bert_asr as inference
-    from train_w2v2bert_asr import AsrTrainConfig, train_asr
+    import asr.inference as inference
+    from asr import AsrTrainConfig, train_asr
 
     path, vocab, marker = earlier_archive
     config = AsrTrainConfig(epochs=1, val_split=0.0, test_split=0.0, base_checkpoint=str(path), preset="tiny",
@@ -340,7 +340,8 @@ def test_foreign_and_oversized_tm_files_are_skipped_with_a_reason(tmp_path, monk
 
 def asr_job_error(tmp_path: Path, archive_file: Path) -> str:
     """The failure message of an ASR job whose model.base_checkpoint is ``archive_file``."""
-    from handlers.asr.w2v2bert.job_inputs import JobInputError, fetch_base_checkpoint
+    from handlers.asr.w2v2bert.job_inputs import fetch_base_checkpoint
+    from job_settings import JobInputError
 
     path = "gpu_jobs/job_old/model/asr_model.pth.tar"
     target = tmp_path / "project" / path

@@ -48,20 +48,22 @@ def generated_takes(cell: dict) -> set[str]:
 
 
 def synthesize(project, work, monkeypatch, inference: dict) -> dict:
-    """steps.synthesise_cells with the voice replaced by tones: selection, write-back and the result keys."""
-    steps = pytest.importorskip("handlers.tts.stabletts.steps")
+    """synthesis.synthesize_cells with the voice replaced by tones: selection, write-back and the result keys."""
+    synthesis = pytest.importorskip("handlers.tts.stabletts.synthesis")
+    from handlers.tts.stabletts.job_inputs import Reference
+    from tts.job_settings import SynthesisSettings
 
     def tones(voice, texts, reference, **settings):
         for index, _ in enumerate(texts):
             tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(8820) / 44100).astype(np.float32)
             yield SimpleNamespace(index=index, audio=tone, encoded=SimpleNamespace(unknown=Counter()))
 
-    monkeypatch.setattr(steps, "synthesize_iter", tones)
+    monkeypatch.setattr(synthesis, "synthesize_iter", tones)
     callbacks, _ = inline_callbacks(project.store, work, {"inference": inference})
     frontend = SimpleNamespace(kind="tones", unspeakable=lambda texts: [[] for _ in texts])  # speaks everything
     voice = SimpleNamespace(frontend=frontend, vocoder_name="none")
-    return steps.synthesise_cells(callbacks, load_notebooks(callbacks.scanner), voice,
-                                  steps.Reference(None, "tones"), steps.SynthesisSettings())
+    return synthesis.synthesize_cells(callbacks, load_notebooks(callbacks.scanner), voice,
+                                      Reference(None, "tones"), SynthesisSettings())
 
 
 def test_a_recording_the_editor_plays_is_never_displaced_by_a_generated_take(project, tmp_path, monkeypatch):
@@ -148,7 +150,7 @@ def test_links_leading_outside_the_project_are_skipped_with_a_reason(tmp_path):
         "files/target/LOOP.codex": "'files/target/LOOP.codex' is a symbolic link loop"}
     pairs = collect_training_pairs(callbacks, notebooks, tmp_path / "work")
     assert len(pairs) == 27 and "GEN 1:1" not in {p.cell.cell_id for p in pairs}
-    (skipped,) = [s for s in pairs.skipped.items if s.cell_id == "GEN 1:1"]
+    (skipped,) = [s for s in pairs.skipped if s.id == "GEN 1:1"]
     assert skipped.reason == UNSAFE_LINK == "unusable link"
     assert skipped.detail == f"{take_path(POINTERS, 'GEN', audio_id)}: " \
                              f"'{take_path(POINTERS, 'GEN', audio_id)}' is a symbolic link loop"

@@ -298,8 +298,8 @@ def test_the_trained_model_lists_the_takes_it_learnt(learnt, tmp_path):
 def fake_speech(monkeypatch, demo: DemoProject, spoken: dict[str, str]) -> None:
     """TTS "speaks" a verse with a translator's recording (``spoken``: verse -> the verse whose recording it
     says), so the check has takes it can and cannot hear as their verse; the rest of the job is real."""
-    import handlers.tts.stabletts.steps as steps
-    from inference_stabletts import SAMPLE_RATE, SpokenText
+    import handlers.tts.stabletts.synthesis as synthesis
+    from tts.inference import SAMPLE_RATE, SpokenText
     from preprocess_audio import load_audio
 
     cells = demo.cells()
@@ -310,7 +310,7 @@ def fake_speech(monkeypatch, demo: DemoProject, spoken: dict[str, str]) -> None:
         for index, text in enumerate(texts):
             yield SpokenText(index, audio[by_text[text]], voice.frontend.encode_batch([text])[0])
 
-    monkeypatch.setattr(steps, "synthesize_iter", speak)
+    monkeypatch.setattr(synthesis, "synthesize_iter", speak)
 
 
 def tts_project(path: Path, jobs: list[dict]) -> DemoProject:

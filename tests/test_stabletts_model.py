@@ -400,7 +400,7 @@ def tiny_checkpoint(tmp_path) -> Path:
 
 
 def test_synthesize_returns_input_order(tiny_checkpoint):
-    import inference_stabletts as inf
+    from tts import inference as inf
 
     voice = inf.load_voice(tiny_checkpoint, device="cpu")
     assert voice.vocoder_name == "griffin-lim"

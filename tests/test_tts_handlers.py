@@ -22,11 +22,11 @@ import torch
 import codex
 from conftest import fast_config, run_worker
 from demo_env import BOOKS, FILES, DemoProject, live_audio
+import model_hub
 from handlers.common import TTS_METRICS_COLUMNS
 from preprocess_audio import probe_audio
 from StableTTS import build_model, load_state_dict_file, save_checkpoint
 from StableTTS.text import PhonemeFrontend
-from tts import hub
 
 pytestmark = pytest.mark.slow  # the demo's TTS jobs (train, synthesize, write back) run once: ~2 min on 2 cores
 
@@ -49,7 +49,7 @@ TEST_EPOCHS = 5  # the demo's 10 take minutes on a 2-core CPU; 5 already learn d
 def offline(monkeypatch):
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
-    hub.hub_reachable.cache_clear()
+    model_hub.hub_reachable.cache_clear()
 
 
 # -- the demo's TTS jobs, once ----------------------------------------------------------------------
@@ -228,15 +228,15 @@ def test_bad_base_checkpoints_fail_cleanly_and_html_never_reaches_the_model(tmp_
                         inference={"include_verses": ["GEN 1:4", "GEN 1:11", "JHN 1:3"], "diffusion_steps": 2}))
     env.write_manifest(jobs)
     spoken_texts: list[str] = []
-    import handlers.tts.stabletts.steps as steps
+    import handlers.tts.stabletts.synthesis as synthesis
 
-    original = steps.synthesize_iter
+    original = synthesis.synthesize_iter
 
     def recording(voice, texts, *args, **kwargs):
         spoken_texts.extend(texts)
         return original(voice, texts, *args, **kwargs)
 
-    monkeypatch.setattr(steps, "synthesize_iter", recording)
+    monkeypatch.setattr(synthesis, "synthesize_iter", recording)
     run_worker(env.source(), fast_config(tmp_path, handler_paths=(), in_process=True))
 
     for job_id, (_, words) in cases.items():

@@ -251,7 +251,7 @@ def test_a_job_lists_the_verses_with_unspeakable_numbers_before_speaking_them(tm
                                             "what": "abbreviation Mt."}]
     note = "2 verses have numbers or abbreviations this voice cannot speak: GEN 1:5, GEN 1:6"
     assert result["unspeakable_summary"] == note
-    assert f"synthesising 0/{len(UNRECORDED)} verses · {note}" in statuses  # said before the first verse
+    assert f"synthesizing 0/{len(UNRECORDED)} verses · {note}" in statuses  # said before the first verse
     logs = env.read_file("gpu_jobs/job_sw/logs.txt").decode()
     assert "GEN 1:5 (GEN 1:5): digits 40" in logs
 

@@ -20,6 +20,7 @@ import torch
 from click.testing import CliRunner
 
 import codex
+import model_hub
 import preprocess_stabletts
 import train_stabletts
 from conftest import ROOT
@@ -32,6 +33,7 @@ from tts import (
     TrainConfig,
     TrainHooks,
     Utterance,
+    hub_file,
     learning_rate,
     length_batches,
     load_state,
@@ -39,7 +41,6 @@ from tts import (
     split_clips,
     train,
 )
-from tts import hub
 from tts.alignment import maximum_path_threaded
 
 DEMO = ROOT / "examples" / "demo_project"
@@ -254,9 +255,9 @@ def test_offline_mode_never_touches_the_network(monkeypatch):
     import socket
 
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("tried the network"))
-    hub.hub_reachable.cache_clear()
-    assert hub.hub_reachable() is False
-    assert hub.hub_file("no/such/file.pt") is None
+    model_hub.hub_reachable.cache_clear()
+    assert model_hub.hub_reachable() is False
+    assert hub_file("no/such/file.pt") is None
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine():

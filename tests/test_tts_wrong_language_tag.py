@@ -19,9 +19,9 @@ import soundfile
 import yaml
 
 from conftest import LocalEnv, fast_config, run_worker
+from skips import TOO_SHORT, SkipReport
 from StableTTS.text import espeak_available
 from tts import NoTrainingData, TrainConfig, TrainHooks, Utterance, skip_summary, train
-from tts.config import TOO_SHORT, SkippedClip
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng (phonemizer + espeakng-loader) missing")
 
@@ -58,21 +58,26 @@ def utterances(tmp_path: Path, seconds: float = 5.0) -> list[Utterance]:
 
 
 # -- the message when clips are too short for their text ---------------------------------------------
+def too_short(count: int, frontend: str, kind: str, symbols: int = 500) -> SkipReport:
+    report = SkipReport(noun="clip")
+    for i in range(count):
+        report.add(f"v{i}", TOO_SHORT, symbols=symbols, frames=400, frontend=frontend, frontend_kind=kind)
+    return report
+
+
 def test_many_too_short_clips_name_the_front_end_the_figure_and_the_way_out():
-    short = [SkippedClip(f"v{i}", TOO_SHORT, symbols=2400, frames=400, frontend="espeak phonemes (fr-fr)",
-                         frontend_kind="phonemes") for i in range(42)]
-    message = skip_summary(short)
+    short = too_short(42, "espeak phonemes (fr-fr)", "phonemes", symbols=2400)
+    message = skip_summary(short, total=42)
     assert message.startswith("42 audio too short for its text; with espeak phonemes (fr-fr)")
     assert "6.0 symbols per audio frame" in message
     assert "model.language" in message and "model.frontend: characters" in message
-    romanised = [SkippedClip("v", TOO_SHORT, symbols=500, frames=400, frontend="uroman romanisation",
-                             frontend_kind="romanized")]
-    assert "model.frontend: characters" in skip_summary(romanised) and "model.language" not in skip_summary(romanised)
-    own = [SkippedClip("v", TOO_SHORT, symbols=500, frames=400, frontend="the project's own characters (9 new symbols)",
-                       frontend_kind="characters")]
-    assert "check that each recording speaks its whole text" in skip_summary(own)
+    romanised = skip_summary(too_short(1, "uroman romanisation", "romanized"), total=1)
+    assert "model.frontend: characters" in romanised and "model.language" not in romanised
+    own = too_short(1, "the project's own characters (9 new symbols)", "characters")
+    assert "check that each recording speaks its whole text" in skip_summary(own, total=1)
     # One slip among many good clips is a recording problem, not the front end's: the count alone.
-    assert skip_summary(short[:1], total=100) == "1 audio too short for its text"
+    assert skip_summary(too_short(1, "espeak phonemes (fr-fr)", "phonemes"), total=100) == \
+        "1 audio too short for its text"
 
 
 @needs_espeak
@@ -153,11 +158,10 @@ def test_a_training_job_on_ge_ez_verses_tagged_french_completes_and_reports_its_
 
 
 # -- the job settings that steer the front end -----------------------------------------------------------
-class Settings:
-    """The two things ``training_config`` reads: the manifest job and the project's metadata.json."""
+class Project:
+    """What the handler reads of the project for the language hint: its metadata.json."""
 
-    def __init__(self, job: dict, metadata: dict | None = None):
-        self.job = job
+    def __init__(self, metadata: dict | None):
         self.metadata = metadata
         self.scanner = SimpleNamespace(read=self._read)
 
@@ -166,24 +170,22 @@ class Settings:
             return SimpleNamespace(content=json.dumps(self.metadata).encode())
         return None
 
-    def get_job_config(self, key: str, default=None):
-        value = self.job
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return default
-            value = value[part]
-        return value
-
 
 FRENCH = {"languages": [{"tag": "fra", "projectStatus": "target"}, {"tag": "eng", "projectStatus": "source"}]}
 
 
 def test_job_settings_for_the_front_end():
-    from handlers.tts.stabletts.steps import JobSettingError, training_config
+    from handlers.tts.stabletts.job_inputs import project_language_tag
+    from job_settings import JobSettingError
+    from tts.job_settings import training_config
 
-    config = training_config(Settings({"model": {"frontend": " Characters "}}, FRENCH), None)
+    french = project_language_tag(Project(FRENCH))
+    assert french == "fra" and project_language_tag(Project(None)) is None
+    assert project_language_tag(Project({"languages": [{"tag": "eng", "projectStatus": "source"}]})) is None
+    config = training_config({"model": {"frontend": " Characters "}}, project_tag=french)
     assert config.frontend == "characters" and config.language == "fra"  # the tag is only a hint to the choice
-    assert training_config(Settings({"model": {"language": " tir "}}, FRENCH), None).language == "tir"
-    assert training_config(Settings({}, None), None).frontend == "auto"
-    with pytest.raises(JobSettingError, match="model.frontend must be one of auto, phonemes, romanized, characters"):
-        training_config(Settings({"model": {"frontend": "letters"}}), None)
+    assert training_config({"model": {"language": " tir "}}, project_tag=french).language == "tir"
+    assert training_config({}).frontend == "auto" and training_config({}).language is None
+    assert training_config({"model": {"use_uroman": "true"}}).frontend == "romanized"  # the earlier worker's key
+    with pytest.raises(JobSettingError, match="'model.frontend' must be one of auto, phonemes, romanized, characters"):
+        training_config({"model": {"frontend": "letters"}})

@@ -12,7 +12,7 @@ import soundfile
 import yaml
 
 from handlers.common import ProjectFileMissing
-from handlers.tts.stabletts.steps import voice_reference
+from handlers.tts.stabletts.job_inputs import voice_reference
 from jobs import parse_manifest
 from local_store import LocalProjectStore
 from conftest import make_job

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from skips import TOO_SHORT, SkipReport
 from StableTTS.config import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -126,43 +127,23 @@ class TrainHooks:
     epoch_end: Callable[[EpochReport], None] | None = None
 
 
-@dataclass(frozen=True)
-class SkippedClip:
-    """A clip left out of training, and why."""
-
-    id: str
-    reason: str
-    detail: str = ""
-    symbols: int = 0  # TOO_SHORT: the symbol ids its text needs (blanks included) ...
-    frames: int = 0  # ... and the mel frames its audio has (a monotonic alignment needs symbols <= frames)
-    frontend: str = ""  # TOO_SHORT: the text front end that wrote those symbols ("espeak phonemes (fr-fr)") ...
-    frontend_kind: str = ""  # ... and its kind ("phonemes", "romanized", "characters")
-
-
-# Reasons a clip is left out (the handlers' report names where they mean the same thing).
-UNDECODABLE_AUDIO = "undecodable audio"
-TOO_LONG = "audio too long"
-TOO_SHORT = "audio too short for its text"
-NOTHING_TO_SAY = "empty text"
-
-
-def skip_summary(skipped: list[SkippedClip], total: int | None = None) -> str:
+def skip_summary(skipped: SkipReport, total: int) -> str:
     """``"2 undecodable audio, 1 empty text"`` (``"none"`` when nothing was skipped); when many of the
-    ``total`` clips (default: the skipped ones) have audio too short for their text, what to do about it."""
-    counts = Counter(s.reason for s in skipped)
-    summary = ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) or "none"
-    advice = too_short_advice(skipped, len(skipped) if total is None else total)
-    return f"{summary}; {advice}" if advice else summary
+    ``total`` clips (kept and skipped: the share decides) have audio too short for their text, what to do."""
+    advice = too_short_advice(skipped, total)
+    return f"{skipped.reasons()}; {advice}" if advice else skipped.reasons()
 
 
-def too_short_advice(skipped: list[SkippedClip], total: int, share: float = 0.1) -> str:
+def too_short_advice(skipped: SkipReport, total: int, share: float = 0.1) -> str:
     """When at least ``share`` of ``total`` clips are too short for their text, the usual cause is a front end
-    that writes far too many symbols (letter names, a wrong language): name it, the figure, and the way out."""
-    short = [s for s in skipped if s.reason == TOO_SHORT and s.frames > 0]
+    that writes far too many symbols (letter names, a wrong language): name it, the figure, and the way out.
+    Reads the facts tts.data gives each TOO_SHORT clip: ``symbols`` its text needs (blanks included),
+    ``frames`` its audio has, and the ``frontend`` (described) and ``frontend_kind`` that wrote them."""
+    short = [s.facts for s in skipped if s.reason == TOO_SHORT and s.facts.get("frames", 0) > 0]
     if not short or len(short) < share * total:
         return ""
-    ratio = statistics.median(s.symbols / s.frames for s in short)
-    frontend, kind = Counter((s.frontend, s.frontend_kind) for s in short).most_common(1)[0][0]
+    ratio = statistics.median(s["symbols"] / s["frames"] for s in short)
+    frontend, kind = Counter((s.get("frontend", ""), s.get("frontend_kind", "")) for s in short).most_common(1)[0][0]
     figure = (f"with {frontend or 'the text front end'} these texts need a median {ratio:.1f} symbols per audio "
               "frame, where at most 1 fits")
     if kind == "characters":  # already one symbol a letter: the recordings do not say the texts
@@ -186,7 +167,7 @@ class TrainResult:
     history: list[dict[str, float]]
     train_clips: int
     val_clips: int
-    skipped: list[SkippedClip] = field(default_factory=list)
+    skipped: SkipReport = field(default_factory=lambda: SkipReport(noun="clip"))
     unknown_characters: Counter = field(default_factory=Counter)  # not representable by the front end
     initialised_from: str = ""  # "KdaiP/StableTTS1.1", a checkpoint path, or "scratch (tiny)"
     frontend: dict = field(default_factory=dict)  # the text front end's to_dict(), "reason" included
@@ -197,9 +178,6 @@ class TrainResult:
     def frontend_reason(self) -> str:
         """Why the run's text front end was chosen (one line for people)."""
         return str(self.frontend.get("reason") or "")
-
-    def skip_counts(self) -> dict[str, int]:
-        return dict(Counter(s.reason for s in self.skipped).most_common())
 
 
 def format_duration(seconds: float | None) -> str:

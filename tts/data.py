@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from preprocess_audio import AudioError, load_audio
+from skips import EMPTY_TEXT, TOO_LONG, TOO_SHORT, UNDECODABLE_AUDIO, SkipReport
 from StableTTS.mel import MEL, mel_spectrogram
 from StableTTS.text import TextFrontend, describe_counts
 
-from .config import NOTHING_TO_SAY, TOO_LONG, TOO_SHORT, UNDECODABLE_AUDIO, SkippedClip, skip_summary
+from .config import skip_summary, too_short_advice
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,19 @@ class Clip:
 @dataclass
 class PreparedData:
     clips: list[Clip] = field(default_factory=list)
-    skipped: list[SkippedClip] = field(default_factory=list)
+    skipped: SkipReport = field(default_factory=lambda: SkipReport(noun="clip"))
     unknown: Counter = field(default_factory=Counter)  # characters the front end could not represent
     approximated: Counter = field(default_factory=Counter)
     unspeakable: list[tuple[str, str]] = field(default_factory=list)  # (clip id, "digits 12, abbreviation Mt.")
+
+    @property
+    def total(self) -> int:
+        """Clips offered: those kept and those skipped."""
+        return len(self.clips) + len(self.skipped)
+
+    def skip_summary(self) -> str:
+        """Counts by reason, and advice when many of all the clips were too short for their text."""
+        return skip_summary(self.skipped, self.total)
 
 
 def prepare_clips(
@@ -86,19 +96,19 @@ def prepare_clips(
         data.unknown.update(enc["unknown"])
         data.approximated.update(enc["approximated"])
         if len(enc["ids"]) <= 1:  # only the blank: nothing the front end could speak
-            data.skipped.append(SkippedClip(utt.id, NOTHING_TO_SAY, repr(utt.text[:60])))
+            data.skipped.add(utt.id, EMPTY_TEXT, repr(utt.text[:60]))
             continue
         try:
             mel_path, frames = cached_mel(utt.audio_path, cache / "mels", trim_silence=trim_silence)
         except AudioError as exc:
-            data.skipped.append(SkippedClip(utt.id, UNDECODABLE_AUDIO, exc.reason))
+            data.skipped.add(utt.id, UNDECODABLE_AUDIO, exc.reason)
             continue
         if frames > max_frames:
-            data.skipped.append(SkippedClip(utt.id, TOO_LONG, f"{frames / FRAMES_PER_SECOND:.1f} s > {max_seconds:g} s"))
+            data.skipped.add(utt.id, TOO_LONG, f"{frames / FRAMES_PER_SECOND:.1f} s > {max_seconds:g} s")
         elif frames < len(enc["ids"]):
-            data.skipped.append(SkippedClip(utt.id, TOO_SHORT, f"{frames} frames for {len(enc['ids'])} symbols",
-                                            symbols=len(enc["ids"]), frames=frames, frontend=frontend.describe(),
-                                            frontend_kind=frontend.kind))
+            data.skipped.add(utt.id, TOO_SHORT, f"{frames} frames for {len(enc['ids'])} symbols",
+                             symbols=len(enc["ids"]), frames=frames, frontend=frontend.describe(),
+                             frontend_kind=frontend.kind)
         else:
             data.clips.append(Clip(utt.id, utt.text, tuple(enc["ids"]), mel_path, frames, utt.source))
             if unsaid:
@@ -111,12 +121,10 @@ def log_prepared(data: PreparedData) -> None:
     seconds = sum(c.seconds for c in data.clips)
     logger.info("Prepared %d clip(s) (%.1f min of audio)", len(data.clips), seconds / 60)
     if data.skipped:
-        logger.warning("Skipped %d clip(s): %s", len(data.skipped),
-                       skip_summary(data.skipped, total=len(data.clips) + len(data.skipped)))
-        for item in data.skipped[:50]:
-            logger.info("  skipped %s: %s%s", item.id, item.reason, f" -- {item.detail}" if item.detail else "")
-        if len(data.skipped) > 50:
-            logger.info("  ... and %d more", len(data.skipped) - 50)
+        data.skipped.log()
+        advice = too_short_advice(data.skipped, data.total)
+        if advice:
+            logger.warning("%s", advice)
     if data.unknown:
         logger.warning("%d character(s) in the texts cannot be represented by the text front end and were "
                        "dropped: %s", sum(data.unknown.values()), describe_counts(data.unknown))

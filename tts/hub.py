@@ -1,50 +1,17 @@
-"""The published StableTTS v1.1 weights on the Hugging Face hub: from the local cache, or downloaded when the
-hub can be reached and offline mode (``HF_HUB_OFFLINE=1``) is not set. Nothing here fails a job: a file
-that cannot be had is ``None``, and the caller decides (``unavailable_reason`` says why, for its message)."""
+"""The published StableTTS v1.1 files on the Hugging Face hub (weights, Vocos): from the local cache, or
+downloaded when ``model_hub`` says the hub can be reached. A file that cannot be had is ``None``, and the
+caller decides (``model_hub.unavailable_reason`` says why, for its message)."""
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
+from model_hub import hub_reachable
 from StableTTS.vocoder import HUB_REPO, HUB_TTS_FILE, HUB_VOCOS_FILE, cached_hub_file
 
 logger = logging.getLogger(__name__)
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
-
-__all__ = ["HUB_REPO", "HUB_TTS_FILE", "HUB_VOCOS_FILE", "hub_file", "hub_reachable", "unavailable_reason"]
-
-
-def offline_mode() -> bool:
-    """``HF_HUB_OFFLINE`` is set, now or when huggingface_hub was imported."""
-    from huggingface_hub import constants
-
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; a caller (or a test) may set it later.
-    return constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """False in offline mode or when the hub's host does not answer within ``timeout`` seconds.
-
-    Checked once per process, because huggingface_hub itself retries an unreachable host for ~30 s.
-    """
-    from huggingface_hub import constants
-
-    if offline_mode():
-        logger.info("Hugging Face offline mode: using cached files only")
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        logger.info("The Hugging Face hub (%s) cannot be reached (%s): using cached files only", host, exc)
-        return False
-    return True
+__all__ = ["HUB_REPO", "HUB_TTS_FILE", "HUB_VOCOS_FILE", "hub_file"]
 
 
 def hub_file(filename: str, repo_id: str = HUB_REPO) -> Path | None:
@@ -59,12 +26,3 @@ def hub_file(filename: str, repo_id: str = HUB_REPO) -> Path | None:
     except Exception as exc:  # network, auth, disk: any of them means "not available here"
         logger.warning("Could not download %s/%s: %s", repo_id, filename, exc)
         return None
-
-
-def unavailable_reason() -> str:
-    """Why a hub file that is not cached here cannot be had, for a one-line job message."""
-    if offline_mode():
-        return "not in this worker's Hugging Face cache, and the hub cannot be reached (offline: HF_HUB_OFFLINE is set)"
-    if not hub_reachable():
-        return "not in this worker's Hugging Face cache, and the hub cannot be reached from here"
-    return "not in this worker's Hugging Face cache, and downloading failed (see logs.txt)"

@@ -24,7 +24,7 @@ from StableTTS.synthesis import bf16_supported
 from StableTTS.text import frontend_from_dict
 
 from .alignment import aligns_on_cpu, cpu_alignment
-from .config import EpochReport, Losses, TrainConfig, TrainHooks, TrainResult, skip_summary
+from .config import EpochReport, Losses, TrainConfig, TrainHooks, TrainResult
 from .data import Clip, ClipDataset, Utterance, collate, length_batches, prepare_clips, split_clips
 from .distributed import Ranks, barrier, init_distributed, shard, sum_over_ranks
 from .model_setup import initial_model
@@ -86,7 +86,7 @@ def train(
                          trim_silence=config.trim_silence, progress=say)
     if not data.clips:
         raise NoTrainingData(f"none of the {len(utterances)} recording(s) can be used for training "
-                             f"({skip_summary(data.skipped)})")
+                             f"({data.skip_summary()})")
     train_clips, val_clips = split_clips(data.clips, config.val_split, config.seed)
     train_frames = [c.frames for c in train_clips]
     batches_per_epoch = len(shard(length_batches(train_frames, config.batch_frames, config.batch_size), ranks))

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from model_hub import unavailable_reason
 from StableTTS import CheckpointError, StableTTS, build_model, load_model, resize_text_embedding
 from StableTTS.text import CharacterFrontend, TextFrontend, frontend_from_dict, select_frontend
 from StableTTS.text.symbols import SYMBOLS
 
 from .config import TrainConfig
-from .hub import HUB_REPO, HUB_TTS_FILE, hub_file, unavailable_reason
+from .hub import HUB_REPO, HUB_TTS_FILE, hub_file
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ A handler stays thin::
         metrics = MetricsLog(work / "training_metrics.csv", TTS_METRICS_COLUMNS)
         ...  # per epoch: metrics.append(epoch, train_total_loss=...); callbacks.heartbeat(epochs_completed=epoch)
         upload_job_files(callbacks, {paths.checkpoint: best, paths.metrics: metrics.path}, "checkpoint")
-        takes = [GeneratedTake(cell, synthesise(cell.text)) for cell in cells_needing_audio(callbacks, notebooks)]
+        takes = [GeneratedTake(cell, synthesize(cell.text)) for cell in cells_needing_audio(callbacks, notebooks)]
         written = write_generated_takes(callbacks, takes, model_name="StableTTS", audio_format="webm")
         return {"success": True, **written.as_result()}
 
@@ -24,7 +24,9 @@ from .audio import CellAudio, CollectedAudio, cells_needing_text, collect_traini
 from .cells import CellSelection, ProjectNotebooks, cells_needing_audio, job_filter, load_notebooks
 from .job_files import JobPaths, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
 from training_metrics import ASR_METRICS_COLUMNS, TTS_METRICS_COLUMNS, MetricsLog
-from .reports import (
+from .reports import Progress, failure
+# Handlers report skipped cells in skips' words (the reasons every layer shares).
+from skips import (
     ALREADY_RECORDED,
     EMPTY_TEXT,
     EMPTY_TRANSCRIPTION,
@@ -34,10 +36,8 @@ from .reports import (
     UNSAFE_LINK,
     VALUE_NOT_TEXT,
     WRONG_AUDIO_FORMAT,
-    Progress,
     SkippedItem,
     SkipReport,
-    failure,
 )
 from .write_back import (
     GeneratedTake,

@@ -21,10 +21,11 @@ import codex
 from codex import AttachmentIndex, CellRef, Notebook, VerseFilter
 from git_lfs import real_content_problem
 from preprocess_audio import AudioError, encode_audio, load_audio, probe_audio
+from skips import MISSING_AUDIO, TOO_LONG, UNDECODABLE_AUDIO, UNSAFE_LINK, SkipReport
 from storage import UnsafePath
 
 from .cells import job_filter
-from .reports import MISSING_AUDIO, TOO_LONG, UNDECODABLE_AUDIO, UNSAFE_LINK, Progress, SkipReport
+from .reports import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from handler_api import JobCallbacks, JobStorage
@@ -82,10 +83,9 @@ def collect_training_pairs(
     """
     chosen = verse_filter if verse_filter is not None else job_filter(callbacks, "training")
     selection = codex.select_training_pairs(notebooks, chosen, text_source=text_source)
-    skipped = SkipReport.from_selection(selection)
     collected = fetch_cell_audio(callbacks, selection.cells, work_dir, sample_rate=sample_rate,
                                  max_seconds=max_seconds, log=False)
-    collected.skipped.extend(skipped)
+    collected.skipped.extend(selection.skipped)
     logger.info("Collected %d training pair(s) (%.1f s of audio)", len(collected),
                 sum(item.duration_sec for item in collected))
     collected.skipped.log("for training")
@@ -100,10 +100,9 @@ def cells_needing_text(
     under the job's ``inference`` filter, with their recordings fetched as in ``collect_training_pairs``."""
     chosen = verse_filter if verse_filter is not None else job_filter(callbacks, "inference")
     selection = codex.select_cells_needing_text(notebooks, chosen)
-    skipped = SkipReport.from_selection(selection)
     collected = fetch_cell_audio(callbacks, selection.cells, work_dir, sample_rate=sample_rate,
                                  max_seconds=max_seconds, log=False)
-    collected.skipped.extend(skipped)
+    collected.skipped.extend(selection.skipped)
     collected.skipped.log("needing text")
     return collected
 

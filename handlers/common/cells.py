@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import codex
 from codex import CellRef, Notebook, NotebookError, VerseFilter
+from skips import SkipReport
 from storage import UnsafePath
 
-from .reports import SkipReport
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from handler_api import JobCallbacks, JobStorage
@@ -134,6 +134,6 @@ def cells_needing_audio(callbacks: "JobCallbacks", notebooks: Iterable[Notebook]
     decoded)."""
     chosen = verse_filter if verse_filter is not None else job_filter(callbacks, "inference")
     selection = codex.select_cells_needing_audio(notebooks, chosen, replace_recorded=_replace_recorded(callbacks))
-    result = CellSelection(list(selection.cells), SkipReport.from_selection(selection))
+    result = CellSelection(list(selection.cells), selection.skipped)
     result.skipped.log("needing audio")
     return result

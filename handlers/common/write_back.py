@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 import codex
 from codex import AUDIO_EXTENSIONS, CellChange, CellRef
 from preprocess_audio import AudioError, probe_audio
+from skips import EMPTY_TRANSCRIPTION, KEPT_CHANGING, UNDECODABLE_AUDIO, WRONG_AUDIO_FORMAT, SkipReport
 from storage import FileAction, FileAlreadyExists, FileVersion, VersionConflict
 
-from .reports import EMPTY_TRANSCRIPTION, UNDECODABLE_AUDIO, WRONG_AUDIO_FORMAT, Progress, SkipReport
+from .reports import Progress
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from handler_api import JobCallbacks, JobStorage
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 #: Attempts per commit when a notebook keeps changing under us (each re-reads and re-applies).
 MAX_ATTEMPTS = 6
 RETRY_DELAY = 0.5       # seconds, times the attempt number
-KEPT_CHANGING = "the notebook kept changing while saving"
 #: Bytes a change adds to its notebook (an attachment entry, an edit entry), for planning batches; each batch is
 #: measured exactly once applied, and split if it is still over the cap.
 _CHANGE_BYTES = 1024

@@ -1,5 +1,7 @@
 """Wav2Vec2-BERT handlers: ``training``, ``inference`` and ``training_and_inference``.
 
-The shared steps live beside them: ``job_inputs`` (manifest settings, base models and checkpoints),
-``training_run`` (fine-tuning with heartbeats and resumable state) and ``transcription`` (cells in, text out).
+They orchestrate; the ``asr`` package trains, transcribes and reads the job's settings
+(``asr.job_settings``). The shared steps live beside them: ``job_inputs`` (the base models and checkpoints
+the manifest names, fetched), ``training_run`` (fine-tuning with heartbeats and resumable state),
+``transcription`` (cells in, text out) and ``recording_check`` (the takes heard against their text).
 """

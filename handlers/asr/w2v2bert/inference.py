@@ -13,20 +13,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from asr.job_settings import BASE_CHECKPOINT, CheckSettings, TranscriptionSettings
 from asr.postcorrect import scan_post_correctors
-from handlers.common import ProjectFileMissing, load_notebooks
+from handlers.common import ProjectFileMissing, failure, load_notebooks
+from job_settings import JobInputError
 from storage import UnsafePath
 
-from .job_inputs import BASE_CHECKPOINT, JobInputError, TranscriptionSettings, failure, fetch_base_checkpoint
-from .recording_check import CheckSettings, check_recordings
+from .job_inputs import fetch_base_checkpoint
+from .recording_check import check_recordings
 
 logger = logging.getLogger(__name__)
 
 
 def run(job_context, callbacks) -> dict:
     try:
-        settings = TranscriptionSettings.from_job(callbacks)
-        check = CheckSettings.from_job(callbacks)
+        settings = TranscriptionSettings.from_job(job_context)
+        check = CheckSettings.from_job(job_context)
         checkpoint = fetch_base_checkpoint(callbacks, Path(callbacks.get_work_dir()))
         if checkpoint is None:
             return failure(f"An ASR inference job needs {BASE_CHECKPOINT}: the checkpoint_path of a finished ASR "

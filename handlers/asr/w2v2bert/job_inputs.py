@@ -1,4 +1,5 @@
-"""What an ASR job reads besides its notebooks: its settings and the models its manifest names.
+"""What an ASR job fetches besides its notebooks: the models its manifest names (``asr.job_settings``
+reads its settings).
 
 * ``model.base_checkpoint`` -- the ``model/asr_model.pth.tar`` of an earlier job (ours or the earlier
   worker's). It comes out of a translators' repository, so it is untrusted: ``asr.archive`` extracts it,
@@ -13,8 +14,9 @@
   named) instead of the pretrained encoder. Without it, a pretrained encoder that is neither in this
   worker's Hugging Face cache nor downloadable fails the job at once, before any audio is fetched.
 
-Anything a translator or an admin can fix is raised as ``JobInputError`` with a message that names the
-manifest key; the handlers turn it into a failed job (``failure``). Nothing here imports torch or
+Anything a translator or an admin can fix is raised as ``job_settings.JobInputError`` with a message that
+names the manifest key; the handlers turn it into a failed job (``handlers.common.failure``). Nothing here
+imports torch or
 transformers (seconds of start-up) before there is an extracted model to check, so a job whose inputs are
 wrong fails at once.
 """
@@ -23,40 +25,20 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from asr.archive import extract_model_archive, find_model_folder
-from asr.text import parse_flag
+from asr.job_settings import BASE_CHECKPOINT, BASE_MODEL, FROM_SCRATCH, starts_from_pretrained
 from handlers.common import fetch_project_file
+from job_settings import JobInputError
 from storage import UnsafePath, confine_path
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "W2V2BERT"         # edits are authored "ASR W2V2BERT"
-SAMPLE_RATE = 16_000            # what the feature extractor expects
-BASE_CHECKPOINT = "model.base_checkpoint"
-BASE_MODEL = "model.base_model"
-FROM_SCRATCH = "model.from_scratch"
-PRESET = "model.preset"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # any one will do
 INPUTS_DIR = "inputs"           # under the work dir: models fetched from the project
 
-
-class JobInputError(ValueError):
-    """A manifest value, or a file it names, that the job cannot use. The message is for translators."""
-
-
-def flag_setting(value: Any, key: str) -> bool:
-    """A true/false job setting, refused as a ``JobInputError``."""
-    return parse_flag(value, key, error=JobInputError)
-
-
-def failure(message: str) -> dict[str, Any]:
-    """A failed job result; the message is what the plugin shows (details are in logs.txt)."""
-    logger.error("%s", message)
-    return {"success": False, "error_message": message}
 
 
 def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
@@ -121,11 +103,10 @@ def require_hub_model(callbacks, name: str | None) -> None:
     neither in this worker's Hugging Face cache nor downloadable: training from scratch instead would be a
     silent substitution. Jobs that continue a base checkpoint, name a preset or ask for ``model.from_scratch``
     do not load it."""
-    if (callbacks.get_job_config(BASE_CHECKPOINT) or callbacks.get_job_config(PRESET)
-            or flag_setting(callbacks.get_job_config(FROM_SCRATCH, False), FROM_SCRATCH)):
+    if not starts_from_pretrained(callbacks.job_context):
         return
-    from asr.model import DEFAULT_BASE_MODEL
-    from tts.hub import hub_reachable, unavailable_reason
+    from asr.config import DEFAULT_BASE_MODEL
+    from model_hub import hub_reachable, unavailable_reason
 
     repo = name or DEFAULT_BASE_MODEL
     if Path(repo).is_dir() or _hub_model_cached(repo) or hub_reachable():
@@ -146,16 +127,6 @@ def _hub_model_cached(repo: str) -> bool:
         return False
 
 
-def initialised_from(callbacks, config) -> str:
-    """Where a training run's weights started, for the job result: the manifest's names (never the local
-    copies' paths), or ``scratch (<preset>)``."""
-    if config.base_checkpoint:
-        return str(callbacks.get_job_config(BASE_CHECKPOINT))
-    if config.preset:
-        return f"scratch ({config.preset})"
-    return str(callbacks.get_job_config(BASE_MODEL) or config.base_model)
-
-
 def _extract(archive: Path, dest: Path, what: str) -> Path:
     # A folder left by an earlier attempt must not mix its files with this archive's.
     shutil.rmtree(dest, ignore_errors=True)
@@ -164,29 +135,3 @@ def _extract(archive: Path, dest: Path, what: str) -> Path:
     except (ValueError, FileNotFoundError) as exc:      # UnsafeArchiveError is a ValueError
         raise JobInputError(f"{what} cannot be used: {exc}") from exc
 
-
-@dataclass(frozen=True)
-class TranscriptionSettings:
-    """How to transcribe: ``inference.batch_size`` (else ``batch_size``; 16), ``inference.suppress_unk``
-    (true), ``inference.unk_replacement`` (""), ``model.language`` (recorded with each transcription)."""
-
-    batch_size: int = 16
-    suppress_unk: bool = True       # write unk_replacement where the model hears no known character
-    unk_replacement: str = ""
-    language: str | None = None
-
-    @classmethod
-    def from_job(cls, callbacks) -> "TranscriptionSettings":
-        batch = callbacks.get_job_config("inference.batch_size",
-                                         callbacks.get_job_config("batch_size", cls.batch_size))
-        try:
-            batch_size = int(batch)
-        except (TypeError, ValueError):
-            raise JobInputError(f"inference.batch_size must be a whole number, not {batch!r}") from None
-        if batch_size < 1:
-            raise JobInputError(f"inference.batch_size must be at least 1, not {batch_size}")
-        language = callbacks.get_job_config("model.language")
-        suppress_unk = callbacks.get_job_config("inference.suppress_unk", True)
-        return cls(batch_size=batch_size, suppress_unk=flag_setting(suppress_unk, "inference.suppress_unk"),
-                   unk_replacement=str(callbacks.get_job_config("inference.unk_replacement", "")),
-                   language=str(language) if language else None)

@@ -6,31 +6,33 @@ misread word comes out on top. Nothing in the notebooks changes. Output, in the 
 ``audio_text_check.csv`` (every take, worst first) and ``audio_text_check.html`` (see ``asr.check_page``).
 Takes the model was trained on (its ``trained_takes.json``) are marked: it may have learnt them by heart.
 
-Manifest keys: ``inference.check_recordings`` (true), ``inference.check_threshold`` (0.5: the CER above
-which a take "differs from its text"). Result keys: ``recordings_checked``, ``recordings_disagreeing``,
-``check_threshold``, ``recordings_check`` (``12 of 430 recordings differ from their text by more than
-50 %``), ``recordings_check_report`` (the page), and ``recordings_not_checked`` with its reasons.
+Manifest keys (read by ``asr.job_settings.CheckSettings``): ``inference.check_recordings`` (true),
+``inference.check_threshold`` (0.5: the CER above which a take "differs from its text"). Result keys:
+``recordings_checked``, ``recordings_disagreeing``, ``check_threshold``, ``recordings_check`` (``12 of 430
+recordings differ from their text by more than 50 %``), ``recordings_check_report`` (the page), and
+``recordings_not_checked`` with its reasons.
 """
 
 from __future__ import annotations
 
 import logging
 import urllib.parse
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import codex
+from asr.audio import SAMPLE_RATE
 from asr.check_page import write_check_page
-from asr.recording_check import (DEFAULT_THRESHOLD, CheckedRecording, CheckSummary, check_threshold,
-                                 character_error_rate, model_text_normalization, read_trained_takes,
-                                 worst_first, write_check_csv)
-from asr.text import TextNormalization
+from asr.job_settings import CheckSettings, TranscriptionSettings, text_normalization_from_job
+from asr.recording_check import (CheckedRecording, CheckSummary, character_error_rate, model_text_normalization,
+                                 read_trained_takes, worst_first, write_check_csv)
 from codex import CellRef, Notebook
 from handlers.common import CellAudio, SkipReport, fetch_cell_audio, job_paths, upload_job_files
 from preprocess_audio import AudioError, encode_audio, load_audio
+from skips import MACHINE_TEXT, MISSING_PLAYED_TAKE, NO_HEARABLE_TEXT  # why a cell's take was not checked
 
-from .job_inputs import MODEL_NAME, SAMPLE_RATE, JobInputError, TranscriptionSettings, flag_setting
+from .job_inputs import MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +40,6 @@ CHECK_CSV = "audio_text_check.csv"
 CHECK_PAGE = "audio_text_check.html"
 CHECK_DIR = "recording_check"           # under the work dir
 EMBED_BITRATE = 16_000                  # Opus at 16 kbit/s: speech stays clear, a 10 s verse is about 20 kB
-# Why a cell's take was not checked.
-MISSING_PLAYED_TAKE = "the take the editor plays is missing"
-MACHINE_TEXT = "machine-generated text"
-NO_HEARABLE_TEXT = "no text the model can hear"
-
-
-@dataclass(frozen=True)
-class CheckSettings:
-    """``inference.check_recordings`` (true) and ``inference.check_threshold`` (0.5)."""
-
-    enabled: bool = True
-    threshold: float = DEFAULT_THRESHOLD
-
-    @classmethod
-    def from_job(cls, callbacks) -> "CheckSettings":
-        enabled = flag_setting(callbacks.get_job_config("inference.check_recordings", True), "inference.check_recordings")
-        try:
-            threshold = check_threshold(callbacks.get_job_config("inference.check_threshold", DEFAULT_THRESHOLD),
-                                        "inference.check_threshold")
-        except ValueError as exc:
-            raise JobInputError(str(exc)) from None
-        return cls(enabled, threshold)
 
 
 def recordings_to_check(notebooks: Iterable[Notebook]) -> tuple[list[CellRef], SkipReport]:
@@ -107,7 +87,7 @@ def check_recordings(callbacks, job_context: Mapping[str, Any], notebooks, model
 
     heard, failed = transcribe_audio(callbacks, audio.items, model_dir, settings, "checking recordings")
     skipped.extend(failed)
-    job_default = TextNormalization.from_mapping(job_context.get("text_normalization"))
+    job_default = text_normalization_from_job(job_context)
     normalization = model_text_normalization(model_dir, job_default)
     trained = read_trained_takes(model_dir)
     if trained is None:

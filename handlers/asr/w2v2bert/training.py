@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import ProjectFileMissing, load_notebooks
+from handlers.common import ProjectFileMissing, failure, load_notebooks
+from job_settings import JobInputError
 from storage import UnsafePath
 
-from .job_inputs import JobInputError, failure
 from .training_run import train_model
 
 logger = logging.getLogger(__name__)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import ProjectFileMissing, load_notebooks
+from asr.job_settings import CheckSettings, TranscriptionSettings
+from handlers.common import ProjectFileMissing, failure, load_notebooks
+from job_settings import JobInputError
 from storage import UnsafePath
 
-from .job_inputs import JobInputError, TranscriptionSettings, failure
-from .recording_check import CheckSettings, check_recordings
+from .recording_check import check_recordings
 from .training_run import train_model
 from .transcription import load_model, transcribe_cells
 
@@ -24,8 +25,8 @@ logger = logging.getLogger(__name__)
 def run(job_context, callbacks) -> dict:
     notebooks = load_notebooks(callbacks.scanner)
     try:
-        settings = TranscriptionSettings.from_job(callbacks)    # a bad setting fails before hours of training
-        check = CheckSettings.from_job(callbacks)
+        settings = TranscriptionSettings.from_job(job_context)  # a bad setting fails before hours of training
+        check = CheckSettings.from_job(job_context)
         trained = train_model(callbacks, job_context, notebooks, inference_follows=True)
         model = load_model(callbacks, trained.archive, "the model this job trained")
     except (JobInputError, ProjectFileMissing, UnsafePath) as exc:

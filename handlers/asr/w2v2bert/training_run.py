@@ -3,7 +3,8 @@
 
 Data: the verse cells with text and a usable take (the job's ``training`` filter), their takes decoded to
 16 kHz mono WAV by ``handlers.common``. The library normalises the text (``text_normalization``, NFC, any
-script), builds or continues the vocabulary and does the fine-tuning (``train_w2v2bert_asr.train_asr``).
+script), builds or continues the vocabulary and does the fine-tuning (``asr.train_asr``); the settings come
+from ``asr.job_settings.train_config_from_job``.
 
 Progress and stops: after each epoch a heartbeat ("epoch 3/10 · val CER 0.41 · ETA 2 min") carrying the
 metrics file (committed with the response.yaml that counts the epoch, so the plugin's chart keeps up), and
@@ -29,18 +30,21 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from transformers.utils import logging as hf_logging
 
+from asr.audio import SAMPLE_RATE
+from asr.data import AsrExample
+from asr.job_settings import initialised_from, train_config_from_job
 from asr.recording_check import TRAINED_TAKES_FILE, TrainedTakes, read_trained_takes
-from asr.training import TRAINER_STATE_FILE, OutputLayout
-from handlers.base import JobInterrupted
+from asr.trainer import train_asr
+from asr.training import OutputLayout
+from handler_api import JobInterrupted
 from handlers.common import collect_training_pairs, fetch_project_file, job_paths, upload_job_files
-from train_w2v2bert_asr import AsrExample, AsrTrainConfig, train_asr
+from job_settings import JobInputError
 
-from .job_inputs import (BASE_CHECKPOINT, MODEL_NAME, SAMPLE_RATE, JobInputError, fetch_base_checkpoint,
-                         initialised_from, resolve_base_model)
+from .job_inputs import MODEL_NAME, fetch_base_checkpoint, resolve_base_model
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +74,18 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
         return _reuse_uploaded_model(callbacks, resume / TRAINED_MARKER, paths.asr_model, work)
 
     base_checkpoint = fetch_base_checkpoint(callbacks, work)
-    config = training_config(job_context, base_checkpoint=base_checkpoint,
-                             base_model=resolve_base_model(callbacks, work))
+    config = train_config_from_job(job_context, base_checkpoint=base_checkpoint,
+                                   base_model=resolve_base_model(callbacks, work))
     pairs = collect_training_pairs(callbacks, notebooks, work, sample_rate=SAMPLE_RATE,
                                    max_seconds=config.max_duration_seconds)
     if not pairs.items:
         raise JobInputError("There is nothing to train on: no verse has both text and a usable recording "
-                            f"(skipped: {pairs.skipped.summary()})")
+                            f"(skipped: {pairs.skipped.reasons()})")
     examples = [AsrExample(item.audio_path, item.text, item.cell.cell_id) for item in pairs]
     model_files = _trained_takes_file(pairs, base_checkpoint)
 
     layout = OutputLayout(resume / OUTPUT_DIR)
-    done_before = _epochs_saved(layout)
+    done_before = layout.epochs_saved()
     reporter = EpochReporter(callbacks, config.epochs, done_before, layout.metrics_csv, paths.metrics)
     hours = sum(item.duration_sec for item in pairs) / 3600
     callbacks.heartbeat(
@@ -108,7 +112,7 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
                      f"ASR {MODEL_NAME}: model and training metrics")
     result = trained.job_result() | {
         "checkpoint_path": paths.asr_model,     # the plugin offers this path as a base for later jobs
-        "initialised_from": initialised_from(callbacks, config),
+        "initialised_from": initialised_from(job_context, config),
         "epochs_completed": trained.epochs_completed,
         "training_clips": len(examples),
         "training_skipped": _skip_counts(pairs.skipped.counts(), trained.skipped),
@@ -123,28 +127,6 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
     if inference_follows:
         archive = _keep_only_marker(callbacks, resume, layout, result, work)
     return TrainedModel(result, archive)
-
-
-def training_config(job_context: Mapping[str, Any], *, base_checkpoint: Path | None,
-                    base_model: str | None) -> AsrTrainConfig:
-    """The library's settings from the manifest job (``epochs``, ``text_normalization``, tuning keys,
-    ``transmorgrifier.enabled``), with the models resolved here."""
-    model = job_context.get("model") or {}
-    overrides: dict[str, Any] = {}
-    if base_checkpoint is not None:
-        # The checkpoint defines the architecture; a preset next to it would train a fresh random model
-        # and keep only the checkpoint's vocabulary.
-        overrides["base_checkpoint"] = str(base_checkpoint)
-        if model.get("preset"):
-            logger.info("model.preset %r ignored: training continues %s", model["preset"], BASE_CHECKPOINT)
-    elif model.get("preset"):
-        overrides["preset"] = str(model["preset"])
-    if base_model:
-        overrides["base_model"] = base_model
-    try:
-        return AsrTrainConfig.from_job(job_context, **overrides)
-    except (TypeError, ValueError) as exc:
-        raise JobInputError(f"The job's settings cannot be used: {exc}") from exc
 
 
 def _trained_takes_file(pairs, base_checkpoint: Path | None):
@@ -163,23 +145,9 @@ def _trained_takes_file(pairs, base_checkpoint: Path | None):
     return files
 
 
-def _epochs_saved(layout: OutputLayout) -> int:
-    """Whole epochs in the Trainer checkpoint an earlier run left here: training continues after them
-    (0: it starts afresh)."""
-    checkpoint = layout.last_checkpoint()
-    if checkpoint is None:
-        return 0
-    try:
-        state = json.loads((checkpoint / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
-        return int(math.floor(float(state.get("epoch") or 0) + 1e-6))
-    except (OSError, ValueError) as exc:
-        logger.warning("Cannot read the state of %s (%s); the library decides where to resume", checkpoint, exc)
-        return 0
-
-
 def _save_for_takeover(callbacks, layout: OutputLayout) -> None:
     """Upload the resumable state now: the worker is stopping the job."""
-    logger.info("Training stopped; saving its state (%d epoch(s) done) for the next worker", _epochs_saved(layout))
+    logger.info("Training stopped; saving its state (%d epoch(s) done) for the next worker", layout.epochs_saved())
     callbacks.save_resume_state(force=True)
 
 

@@ -2,13 +2,13 @@
 model hears.
 
 Cells: the verse cells with a usable take and no text (the job's ``inference`` filter), their takes decoded
-to 16 kHz mono WAV by ``handlers.common``. Text: ``inference_w2v2bert_asr.transcribe`` in chunks, with a
+to 16 kHz mono WAV by ``handlers.common``. Text: ``asr.inference.transcribe`` in chunks, with a
 heartbeat after each ("transcribing 40/120 verses"), which is also where a stop surfaces. Write-back:
 ``handlers.common.write_transcriptions`` -- the cell value with an ``llm-generation`` edit by
 ``ASR W2V2BERT`` (first an ``initial-import`` edit keeping text no edit records, under its writer's name or
 ``unknown``, never the model's), and the take's ``transcription``; a cell a translator changed during the
 job keeps the translator's text, and a value that is not text is never replaced. The manifest keys are
-read by ``job_inputs.TranscriptionSettings``.
+read by ``asr.job_settings.TranscriptionSettings``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from typing import Any, Sequence
 
 from transformers.utils import logging as hf_logging
 
+from asr.audio import SAMPLE_RATE
+from asr.inference import load_transcriber, prepare_model_dir, transcribe
+from asr.job_settings import TranscriptionSettings
 from handlers.common import (UNDECODABLE_AUDIO, CellAudio, SkipReport, Transcript, cells_needing_text,
                              write_transcriptions)
-from inference_w2v2bert_asr import load_transcriber, prepare_model_dir, transcribe
+from job_settings import JobInputError
 
-from .job_inputs import MODEL_NAME, SAMPLE_RATE, JobInputError, TranscriptionSettings
+from .job_inputs import MODEL_NAME
 
 logger = logging.getLogger(__name__)
 

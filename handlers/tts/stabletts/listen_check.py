@@ -22,18 +22,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from asr.archive import extract_model_archive
-from asr.recording_check import check_threshold, character_error_rate, model_text_normalization
+from asr.recording_check import character_error_rate, model_text_normalization
 from handlers.common import GeneratedTake, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
+from job_settings import JobSettingError
 from jobs import JobState, describe_jobs
 from storage import UnsafePath, confine_path
-
-from .steps import JobSettingError
+from tts.job_settings import CHECK_WITH, ListenCheckSettings
 
 logger = logging.getLogger(__name__)
 
-CHECK_WITH = "inference.check_with"
-MAX_CHECK_CER = "inference.max_check_cer"
-DEFAULT_MAX_CER = 0.6
 GENERATED_CSV = "generated_check.csv"
 CSV_COLUMNS = ("cell_id", "reference", "cer", "asr_text", "verse_text", "over_max_cer")
 CHECK_DIR = "listen_check"          # under the work dir
@@ -50,20 +47,17 @@ class ListenCheck:
         self.callbacks = callbacks
         self.job_context = job_context
         self.field = CHECK_WITH
-        try:
-            self.max_cer = check_threshold(callbacks.get_job_config(MAX_CHECK_CER, DEFAULT_MAX_CER), MAX_CHECK_CER)
-        except ValueError as exc:
-            raise JobSettingError(str(exc)) from None
-        self.model_path = self._named_model()
+        settings = ListenCheckSettings.from_job(job_context)
+        self.max_cer = settings.max_cer
+        self.model_path = self._named_model(settings.check_with)
         self.why_not = ""
         self.result: dict[str, Any] = {}
 
-    def _named_model(self) -> str | None:
-        named = self.callbacks.get_job_config(CHECK_WITH)
+    def _named_model(self, named: str | None) -> str | None:
         if not named:
             return None
         try:
-            path = confine_path(str(named), what=CHECK_WITH)
+            path = confine_path(named, what=CHECK_WITH)
         except UnsafePath as exc:
             raise JobSettingError(f"{CHECK_WITH} cannot be used: {exc}") from None
         if not self.callbacks.scanner.exists(path):
@@ -92,7 +86,7 @@ class ListenCheck:
             logger.warning("%s", self.why_not)
             self.result = {"generated_check_skipped": self.why_not}
             return takes
-        from inference_w2v2bert_asr import transcribe  # torch is loaded already; transformers only now
+        from asr.inference import transcribe  # torch is loaded already; transformers only now
 
         normalization = model_text_normalization(model_dir)
         texts: list[str] = []

@@ -1,15 +1,16 @@
 """TTS training with StableTTS: the project's recorded verses -> ``checkpoint/best_model.pt`` + metrics.
 
 Result: ``checkpoint_path``, ``best_epoch``, ``best_metric_value`` (the earlier worker's keys) plus clip and
-character counts. A stopped job resumes at its next epoch. See ``steps.py`` for the details.
+character counts. A stopped job resumes at its next epoch. See ``training_run.py`` for the details.
 """
 from __future__ import annotations
 
 import logging
 
-from handlers.common import load_notebooks
+from handlers.common import failure, load_notebooks
 
-from .steps import USER_ERRORS, failure, train_voice
+from .job_inputs import USER_ERRORS
+from .training_run import train_voice
 
 logger = logging.getLogger(__name__)
 
