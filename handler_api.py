@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
+import job_settings
 import jobs
 from storage import FileAction, FileVersion, ProjectStore, StorageError, confine_path
 from worker_logging import REDACTOR
@@ -390,13 +391,9 @@ class JobCallbacks:
         return self._work_dir / jobs.LOGS_FILE
 
     def get_job_config(self, key: str, default: Any = None) -> Any:
-        """A manifest value by dotted key (``"inference.diffusion_steps"``), or ``default``."""
-        value: Any = self._job_context
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                return default
-            value = value[part]
-        return default if value is None else value
+        """A manifest value by dotted key (``"inference.diffusion_steps"``), or ``default``; typed, checked
+        reads are ``job_settings.JobSettings(callbacks.job_context)``."""
+        return job_settings.lookup(self._job_context, key, default)
 
     def get_device(self) -> str:
         """``cuda`` or ``cpu``, from ``--device`` (``auto`` picks CUDA when torch sees a GPU)."""
