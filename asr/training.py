@@ -24,7 +24,7 @@ from asr.decode import Transcriber
 from asr.model import supports_bf16
 from asr.postcorrect import learn_post_corrector, validate_post_corrector
 from asr.vocab import VocabularyReport, build_vocabulary, load_vocabulary
-from training_metrics import ASR_METRICS_COLUMNS, MetricsLog
+from training_metrics import ASR_METRICS_COLUMNS, METRICS_FILE, MetricsLog
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class OutputLayout:
 
     @property
     def metrics_csv(self) -> Path:
-        return self.root / "checkpoint" / "training_metrics.csv"
+        return self.root / "checkpoint" / METRICS_FILE
 
     @property
     def archive(self) -> Path:

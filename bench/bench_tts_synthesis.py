@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from StableTTS import build_model, mel_spectrogram, synthesize_mel  # noqa: E402
+from StableTTS.mel import MEL  # noqa: E402
 from StableTTS.text import RomanizedFrontend  # noqa: E402
 from tts.inference import vocode  # noqa: E402
 
@@ -154,7 +155,7 @@ def main() -> None:
     encoded = [e.ids for e in RomanizedFrontend("swh", romanizer="latin").encode_batch(texts)]
     model = random_v11(args.seed).to(device)
     g = torch.Generator().manual_seed(args.seed)
-    ref = mel_spectrogram(0.1 * torch.randn(3 * 44100, generator=g)).unsqueeze(0).to(device)  # 3 s reference
+    ref = mel_spectrogram(0.1 * torch.randn(3 * MEL.sample_rate, generator=g)).unsqueeze(0).to(device)  # 3 s reference
 
     print(f"device {device} ({torch.get_num_threads()} CPU threads), {args.n} texts, "
           f"mean {sum(map(len, texts)) / len(texts):.0f} characters / {sum(map(len, encoded)) / len(encoded):.0f} ids, "
@@ -173,14 +174,14 @@ def main() -> None:
         up_fixed, _, _ = run_upstream_style(model, encoded, ref, args, device, args.solver, args.steps, match_idx)
     ours_fp32, _, _ = run_ours(model, encoded, ref, args, device, args.solver, args.steps, "fp32", match_idx)
 
-    audio_s = frames * 512 / 44100
+    audio_s = frames * MEL.hop_length / MEL.sample_rate
     rate_ours, rate_up = args.n / t_ours, up_n / t_up
     print()
     print("| path           | solver   | NFE/text | guidance | batch | texts | time (s) | verses/s | audio s / wall s |")
     print("|----------------|----------|----------|----------|-------|-------|----------|----------|------------------|")
     print(f"| ours           | {args.solver:<8} | {nfe_ours[0]:>8} | stacked  | {args.batch_size:>5} | {args.n:>5} "
           f"| {t_ours:>8.1f} | {rate_ours:>8.3f} | {audio_s / t_ours:>16.2f} |")
-    up_audio = sum(upstream[i].shape[-1] for i in up_idx) * 512 / 44100
+    up_audio = sum(upstream[i].shape[-1] for i in up_idx) * MEL.hop_length / MEL.sample_rate
     print(f"| upstream-style | {args.upstream_solver:<8} | {sum(nfe_up) / len(nfe_up):>8.0f} | 2 passes | {1:>5} | {up_n:>5} "
           f"| {t_up:>8.1f} | {rate_up:>8.3f} | {up_audio / t_up:>16.2f} |")
     print()

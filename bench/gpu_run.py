@@ -47,9 +47,11 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import bench_asr  # noqa: E402
 import bench_tts_synthesis as tts_bench  # noqa: E402
 import bench_tts_training as train_bench  # noqa: E402
+from asr.audio import SAMPLE_RATE  # noqa: E402
 from asr.decode import Transcriber  # noqa: E402
 from asr.vocab import build_vocabulary, load_feature_extractor  # noqa: E402
 from StableTTS import Vocos, mel_spectrogram  # noqa: E402
+from StableTTS.mel import MEL  # noqa: E402
 from StableTTS.synthesis import bf16_supported  # noqa: E402
 from StableTTS.text import RomanizedFrontend  # noqa: E402
 from tts.alignment import cpu_alignment  # noqa: E402
@@ -60,7 +62,7 @@ NT_VERSES = 7_950  # the New Testament
 NT_GOAL_S = 300  # ... spoken in under 5 minutes: >= 26.5 verses/s
 ASR_RTFX_GOAL = 1_000
 V100_SAMPLES_PER_S = 11.7  # the fine-tuning recipe's figure (HF blog, one V100-16GB; docs/asr.md)
-SAMPLES_PER_FRAME = 512 / 44100  # StableTTS mel hop at 44.1 kHz
+SECONDS_PER_FRAME = MEL.hop_length / MEL.sample_rate  # seconds of audio per StableTTS mel frame
 
 # Shares of the time left when a section starts (time a section leaves unused goes to the later ones).
 WEIGHTS = {"tts-synthesis": 0.30, "tts-training": 0.12, "asr-transcription": 0.20, "asr-training": 0.14,
@@ -343,7 +345,7 @@ def tts_setup(ctx) -> SimpleNamespace:
         encoded = [e.ids[: sizes.max_ids] for e in RomanizedFrontend("swh", romanizer="latin").encode_batch(texts)]
         model = tts_bench.random_v11(ctx.seed, sizes.tts_preset).to(device)
         g = torch.Generator().manual_seed(ctx.seed)
-        ref = mel_spectrogram(0.1 * torch.randn(3 * 44100, generator=g)).unsqueeze(0).to(device)
+        ref = mel_spectrogram(0.1 * torch.randn(3 * MEL.sample_rate, generator=g)).unsqueeze(0).to(device)
         torch.manual_seed(ctx.seed)
         vocoder = Vocos(**sizes.vocos).to(device).eval()
         precision = "bf16" if bf16_supported(device) else "fp32"
@@ -357,7 +359,7 @@ def synthesis_args(ctx, batch_size: int) -> SimpleNamespace:
 
 
 def audio_seconds(mels: dict) -> float:
-    return sum(m.shape[-1] for m in mels.values()) * SAMPLES_PER_FRAME
+    return sum(m.shape[-1] for m in mels.values()) * SECONDS_PER_FRAME
 
 
 def section_tts_synthesis(section: Section, ctx) -> None:
@@ -457,7 +459,7 @@ def section_tts_training(section: Section, ctx) -> None:
                 results[precision] = r["clips_per_s"]
                 ratio = results[precision] / results["fp32"] if "fp32" in results else None
                 return {"rate": r["clips_per_s"], "unit": "samples/s",
-                        "realtime": r["frames_per_s"] * SAMPLES_PER_FRAME,
+                        "realtime": r["frames_per_s"] * SECONDS_PER_FRAME,
                         "goal": f"{ratio:.2f}x fp32" if ratio and precision != "fp32" else "",
                         "note": f"{r['step_s']:.3f} s/step, MAS {r['mas_share']:.0%} of it, "
                                 f"{len(batches)} batches of <= {sizes.train_batch_frames} frames"}
@@ -487,7 +489,7 @@ def section_asr_transcription(section: Section, ctx) -> None:
     model = bench_asr.random_model(sizes.asr_size, asr.vocabulary, device)
     transcriber = Transcriber(model, asr.feature_extractor, asr.vocabulary, device)
     waves = asr.waves
-    seconds_of = [len(w) / 16000 for w in waves]
+    seconds_of = [len(w) / SAMPLE_RATE for w in waves]
     total_audio = sum(seconds_of)
     params = sum(p.numel() for p in model.parameters())
     size = f"{sizes.asr_size} ({params / 1e6:.3g} M parameters), {str(transcriber.dtype).removeprefix('torch.')}"

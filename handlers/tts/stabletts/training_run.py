@@ -25,6 +25,7 @@ from StableTTS import sidecar_path
 from StableTTS.text import describe_counts, frontend_from_dict
 from tts import STATE_FILE, PretrainedUnavailable, TrainHooks, TrainResult, Utterance, pretrained_weights, train
 from tts.job_settings import FROM_SCRATCH, training_config
+from training_metrics import METRICS_FILE
 
 from .job_inputs import BASE_CHECKPOINT, checkpoint_sidecar, fetch_base_checkpoint, project_language_tag
 from .synthesis import Unspeakable
@@ -80,7 +81,7 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     # codex's training pairs leave out generated takes and machine-written text: never our own output.
     collected = collect_training_pairs(callbacks, notebooks, work, max_seconds=config.max_clip_seconds)
     utterances = [Utterance(item.cell.cell_id, item.text, item.audio_path, item.source_path) for item in collected]
-    metrics = MetricsLog(work / "checkpoint" / "training_metrics.csv", TTS_METRICS_COLUMNS)
+    metrics = MetricsLog(work / "checkpoint" / METRICS_FILE, TTS_METRICS_COLUMNS)
     beat = _Heartbeat(callbacks, metrics, paths.metrics)
     try:
         result = train(utterances, config, work / "checkpoint", cache_dir=work / "tts_cache",
