@@ -2,7 +2,10 @@
 
 Models come from the local Hugging Face cache, or are downloaded when the hub can be reached and offline
 mode (``HF_HUB_OFFLINE=1``) is not set. Nothing here fails a job: callers ask ``hub_reachable`` before they
-wait on a download, and say ``unavailable_reason`` in the message of a job that cannot start without one.
+load a hub model, and say ``unavailable_reason`` in the message of a job that cannot start without one.
+
+A process that finds the hub unreachable switches to offline mode (and so do the processes it starts):
+otherwise every ``from_pretrained`` of a cached model first retries the host for about 20 seconds.
 """
 from __future__ import annotations
 
@@ -42,9 +45,19 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as exc:
-        logger.info("The Hugging Face hub (%s) cannot be reached (%s): using cached files only", host, exc)
+        logger.info("The Hugging Face hub (%s) cannot be reached (%s): offline mode, cached files only", host, exc)
+        _go_offline()
         return False
     return True
+
+
+def _go_offline() -> None:
+    from huggingface_hub import constants
+
+    # is_offline_mode() reads this module global, which transformers asks before every download; the
+    # variable carries the answer to child processes, whose huggingface_hub reads it at import.
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def unavailable_reason() -> str:

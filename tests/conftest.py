@@ -281,6 +281,21 @@ def _one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def _hub_mode_restored(monkeypatch):
+    """A test that finds the hub unreachable switches the process to offline mode (model_hub): restored after
+    it, like everything monkeypatch touches, so no test inherits another's answer."""
+    import os
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    if "HF_HUB_OFFLINE" in os.environ:
+        monkeypatch.setenv("HF_HUB_OFFLINE", os.environ["HF_HUB_OFFLINE"])
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _info_logging():
     """The CLI logs at INFO; tests that drive Worker directly get the same, so job logs are complete."""
     import logging

@@ -109,7 +109,11 @@ def require_hub_model(callbacks, name: str | None) -> None:
     from model_hub import hub_reachable, unavailable_reason
 
     repo = name or DEFAULT_BASE_MODEL
-    if Path(repo).is_dir() or _hub_model_cached(repo) or hub_reachable():
+    if Path(repo).is_dir():
+        return
+    # Asked even when the model is cached: an unreachable hub switches this process to offline mode, so
+    # loading the cached copy does not first wait out the host's retries.
+    if hub_reachable() or _hub_model_cached(repo):
         return
     what = f"{BASE_MODEL} {repo}" if name else f"The pretrained base model {repo}"
     raise JobInputError(f"{what} (config.json and its weights) cannot be had: "
