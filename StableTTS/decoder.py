@@ -84,7 +84,15 @@ class DecoderEstimator(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, c: torch.Tensor
     ) -> torch.Tensor:
         """x (B, n_mels, T), mask (B, 1, T), cond (B, C, T), t (B,), c (B, gin) -> v (B, n_mels, T)."""
-        pair_mask = attention_pair_mask(mask)
+        return self.masked_velocity(x, mask, attention_pair_mask(mask), cond, t, c)
+
+    def masked_velocity(
+        self, x: torch.Tensor, mask: torch.Tensor, pair_mask: torch.Tensor | None, cond: torch.Tensor,
+        t: torch.Tensor, c: torch.Tensor,
+    ) -> torch.Tensor:
+        """``velocity`` with the attention mask given: a sampler calls the estimator 10-100 times on one
+        batch, and deciding whether it is padded reads a GPU value back (a sync, and a graph break under
+        torch.compile) every time."""
         t_emb = self.time_mlp(t)  # (B, C)
         x = self.in_proj(torch.cat((x, cond), dim=1)) * mask  # noise channels first: (B, C, T)
         n_skip = len(self.lsc_layers)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .alignment import generate_path
-from .dit import sequence_mask
+from .dit import attention_pair_mask, sequence_mask
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,13 @@ PRECISIONS = ("fp32", "bf16", "auto")
 _COMPILED: dict[str, Callable] = {}
 
 
-def _estimator_velocity(estimator, x, mask, cond, t, c):
-    return estimator.velocity(x, mask, cond, t, c)
+def _estimator_velocity(estimator, x, mask, pair_mask, cond, t, c):
+    return estimator.masked_velocity(x, mask, pair_mask, cond, t, c)
 
 
 def compiled_velocity(options: bool | Mapping[str, Any] | None) -> Callable:
-    """`estimator.velocity` as a function of (estimator, x, mask, cond, t, c): eager for False/None, else
+    """`estimator.masked_velocity` as a function of (estimator, x, mask, pair_mask, cond, t, c): eager for
+    False/None, else
     torch.compile'd with dynamic shapes. True: torch.compile's defaults (inductor); a mapping: its options,
     e.g. {"mode": "reduce-overhead"} (CUDA graphs) or {"backend": "eager"} (tracing only, for tests)."""
     if not options:
@@ -227,19 +228,21 @@ class GuidedVelocity:
     def __init__(self, model, mu_y: torch.Tensor, y_mask: torch.Tensor, c: torch.Tensor, cfg_scale: float,
                  batched: bool = True, estimate: Callable = _estimator_velocity):
         self.estimator = model.decoder.estimator
-        self.estimate = estimate  # (estimator, x, mask, cond, t, c) -> v: eager or compiled
+        self.estimate = estimate  # (estimator, x, mask, pair_mask, cond, t, c) -> v: eager or compiled
         self.cfg_scale = cfg_scale
         self.guided = cfg_scale != 1.0  # at 1 the formula reduces to v_c
         self.batched = batched
         self.nfe = 0  # estimator evaluations (a stacked guidance pass counts once)
         b, t_y = mu_y.shape[0], mu_y.shape[-1]
         self.mask, self.c = y_mask, c
+        self.pair = attention_pair_mask(y_mask)  # once per batch, not once per solver step
         self.cond = self.estimator.condition(mu_y, y_mask)  # (B, C, T_y)
         if self.guided:
             self.fake_c = model.fake_speaker.expand(b, -1)
             self.cond_u = self.estimator.condition(model.fake_content.expand(b, -1, t_y), y_mask)
             if batched:  # conditional rows first, unconditional rows second
                 self.mask2 = torch.cat((y_mask, y_mask))
+                self.pair2 = None if self.pair is None else torch.cat((self.pair, self.pair))
                 self.cond2 = torch.cat((self.cond, self.cond_u))
                 self.c2 = torch.cat((c, self.fake_c))
 
@@ -248,10 +251,11 @@ class GuidedVelocity:
         tb = t.reshape(1).expand(x.shape[0])  # (B,)
         est, run = self.estimator, self.estimate
         if not self.guided:
-            return run(est, x, self.mask, self.cond, tb, self.c).float()
+            return run(est, x, self.mask, self.pair, self.cond, tb, self.c).float()
         if self.batched:
-            v_c, v_u = run(est, torch.cat((x, x)), self.mask2, self.cond2, tb.repeat(2), self.c2).float().chunk(2)
+            v_c, v_u = run(est, torch.cat((x, x)), self.mask2, self.pair2, self.cond2, tb.repeat(2),
+                           self.c2).float().chunk(2)
         else:
-            v_c = run(est, x, self.mask, self.cond, tb, self.c).float()
-            v_u = run(est, x, self.mask, self.cond_u, tb, self.fake_c).float()
+            v_c = run(est, x, self.mask, self.pair, self.cond, tb, self.c).float()
+            v_u = run(est, x, self.mask, self.pair, self.cond_u, tb, self.fake_c).float()
         return v_u + self.cfg_scale * (v_c - v_u)

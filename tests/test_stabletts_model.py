@@ -167,6 +167,32 @@ def test_batched_equals_one_by_one(solver):
         assert not batched[i, :, int(slen) :].any()  # padding frames are zero
 
 
+def test_sampling_decides_the_attention_mask_once_per_batch(monkeypatch):
+    """Whether a batch is padded is read back from the device once per batch, not once per estimator call
+    (on a GPU each read is a sync, and a graph break under torch.compile)."""
+    import StableTTS.decoder as decoder
+    import StableTTS.synthesis as synthesis
+
+    calls = {"sampler": 0}
+    real = synthesis.attention_pair_mask
+
+    def counted(mask):
+        calls["sampler"] += 1
+        return real(mask)
+
+    def per_call(mask):
+        raise AssertionError("the estimator recomputed the attention mask during sampling")
+
+    model = randomized_tiny(1)
+    ids, lens = random_ids([23, 9, 17], seed=3)
+    expected, _ = synthesize_mel(model, ids, lens, None, steps=4, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(synthesis, "attention_pair_mask", counted)
+    monkeypatch.setattr(decoder, "attention_pair_mask", per_call)
+    mel, _ = synthesize_mel(model, ids, lens, None, steps=4, generator=torch.Generator().manual_seed(1))
+    assert calls["sampler"] == 1
+    torch.testing.assert_close(mel, expected, atol=0, rtol=0)
+
+
 def reference_inference(model, ids, ref_mel, z, steps, cfg, length_scale):
     """Straightforward one-utterance inference written from the published description: explicit loops for
     durations and frame expansion, Euler steps over linspace(0, 1), two separate guidance passes."""
