@@ -131,6 +131,7 @@ def write_check_page(
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(page) + "\n", encoding="utf-8")
-    logger.info("Wrote %s (%d row(s), %d take(s) embedded, %.0f kB)", path, len(shown), embedded,
+    # The name only: this line lands in the job's logs.txt, where the worker's folders mean nothing.
+    logger.info("Wrote %s (%d row(s), %d take(s) embedded, %.0f kB)", path.name, len(shown), embedded,
                 path.stat().st_size / 1024)
     return path

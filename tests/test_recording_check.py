@@ -95,7 +95,7 @@ def test_the_difference_is_marked_character_by_character_and_escaped():
     assert char_diff_html("a<b", "a") == ("a<del>&lt;b</del>", "a")
 
 
-def test_the_page_escapes_everything_embeds_within_its_budget_and_caps_its_rows(tmp_path, monkeypatch):
+def test_the_page_escapes_everything_embeds_within_its_budget_and_caps_its_rows(tmp_path, monkeypatch, caplog):
     import asr.check_page as page_module
 
     monkeypatch.setattr(page_module, "MAX_EMBEDDED_BYTES", 3000)
@@ -124,6 +124,9 @@ def test_the_page_escapes_everything_embeds_within_its_budget_and_caps_its_rows(
     assert "&quot;onload=x" in text and '"onload=x' not in text
     assert "1 more row(s) with a lower CER are in the CSV" in text
     assert "trained on it" in text
+    # Its log line lands in the project's logs.txt: the page's name, never the worker's folders.
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "asr.check_page"]
+    assert logged.startswith("Wrote page.html (") and str(tmp_path) not in logged
 
 
 # -- write-back: a take attached without selecting it ----------------------------------------------------
