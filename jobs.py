@@ -46,6 +46,8 @@ JOBS_DIR = MANIFEST_PATH.partition("/")[0]  # gpu_jobs: the manifest and every j
 JOB_FOLDER_PREFIX = "job_"          # gpu_jobs/job_<id>/
 RESPONSE_FILE = "response.yaml"     # in the job folder: state and lease, written by the worker only
 LOGS_FILE = "logs.txt"              # in the job folder, and the local log file of a running job
+RESULT_SUMMARY = "summary"          # result key: one line, a completed job's status_message ("completed" without)
+MAX_SUMMARY_CHARS = 300
 # The earlier worker (codex-job-worker) writes no lease expiry and no heartbeat while it trains a voice:
 # its claim holds for this long after its last write.
 LEGACY_CLAIM_HOURS = 24.0
@@ -774,10 +776,16 @@ def finish_job(
     response.result = result
     response.error_message = error_message
     response.termination_reason = termination_reason
-    response.status_message = status_message or {
+    response.status_message = status_message or (state is JobState.COMPLETED and _summary(result)) or {
         JobState.COMPLETED: "completed", JobState.FAILED: "failed", JobState.CANCELED: "canceled",
     }[state]
     _conditional_write(lease, response, extra, state.value)
+
+
+def _summary(result: dict[str, Any] | None) -> str:
+    """A completed result's ``summary``: one line the plugin shows as the job's status."""
+    text = (result or {}).get(RESULT_SUMMARY)
+    return " ".join(text.split())[:MAX_SUMMARY_CHARS] if isinstance(text, str) else ""
 
 
 def release_lease(lease: Lease, reason: str, *, extra: Sequence[FileAction] = ()) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -176,6 +177,10 @@ def test_demo_asr_jobs_train_transcribe_and_keep_a_translators_edit(demo, tmp_pa
     trained, heard, trained_and_heard = (r["result"] for r in responses)
     assert responses[0]["epochs_completed"] == TEST_EPOCHS
     check_training_result(demo, training["job_id"], trained, TEST_EPOCHS)
+    # The plugin shows status_message: a completed job says what it did, not "completed".
+    assert re.fullmatch(r"best epoch \d+: validation CER [\d.]+", responses[0]["status_message"]), responses[0]
+    assert responses[1]["status_message"].startswith("5 verses transcribed, 1 skipped; "), responses[1]
+    assert "recordings differ from their text" in responses[1]["status_message"]
 
     # Inference: every cell with audio and no text got text, except the one the translator typed into.
     assert (heard["cells_transcribed"], heard["errors_count"], heard["files_modified"]) == (5, 1, 2), heard
@@ -332,7 +337,8 @@ def test_a_takeover_after_training_reuses_the_uploaded_model(demo, tmp_path, rec
     response = demo.response("taken")
     assert response["state"] == "completed", response
     assert response["result"] == {**earlier, "cells_transcribed": 6, "errors_count": 0, "files_modified": 2,
-                                  "skipped_reasons": {}}
+                                  "skipped_reasons": {}, "summary": "7 epochs trained; 6 verses transcribed"}
+    assert response["status_message"] == "7 epochs trained; 6 verses transcribed"
     assert response["epochs_completed"] == 7
     assert demo.read_file("gpu_jobs/job_taken/checkpoint/training_metrics.csv") is None     # nothing trained
     assert demo.job_files("taken", "resume") == []

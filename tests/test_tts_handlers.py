@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import random
 import shutil
@@ -92,6 +93,12 @@ def test_the_demo_tts_jobs_complete_in_manifest_order(demo_run):
     claimed = [r["claimed_at"] for r in responses]
     assert claimed == sorted(claimed)
     assert responses[0]["epochs_completed"] == TEST_EPOCHS and responses[2]["epochs_completed"] == TEST_EPOCHS
+    # The plugin shows status_message: a completed job says what it did, not "completed".
+    training, inference, both = (r["status_message"] for r in responses)
+    assert re.fullmatch(r"best epoch \d+: val total loss [\d.]+ \(\d+ \+ \d+ clips\)", training), training
+    spoken = responses[1]["result"]["uploaded_count"]
+    assert inference.startswith(f"{spoken} verse{'s' if spoken != 1 else ''} spoken"), inference
+    assert both.startswith("best epoch ") and " spoken" in both, both
 
 
 def test_training_uploads_a_plain_checkpoint_its_sidecar_and_the_metrics(demo_run):

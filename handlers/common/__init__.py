@@ -24,7 +24,7 @@ from .audio import CellAudio, CollectedAudio, cells_needing_text, collect_traini
 from .cells import CellSelection, ProjectNotebooks, cells_needing_audio, job_filter, load_notebooks
 from .job_files import JobPaths, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
 from training_metrics import ASR_METRICS_COLUMNS, TTS_METRICS_COLUMNS, MetricsLog
-from .reports import Progress, failure
+from .reports import Progress, completed, count, failure
 # Handlers report skipped cells in skips' words (the reasons every layer shares).
 from skips import (
     ALREADY_RECORDED,
@@ -54,7 +54,7 @@ __all__ = [
     "CellAudio", "CellSelection", "CollectedAudio", "GeneratedTake", "JobPaths", "MetricsLog", "ProjectFileMissing",
     "ProjectNotebooks", "Progress", "SkippedItem", "SkipReport", "TakesWritten", "Transcript",
     "TranscriptionsWritten",
-    "cells_needing_audio", "cells_needing_text", "collect_training_pairs", "failure", "fetch_cell_audio",
+    "cells_needing_audio", "cells_needing_text", "collect_training_pairs", "completed", "count", "failure", "fetch_cell_audio",
     "fetch_project_file",
     "job_filter", "job_paths", "load_notebooks", "upload_job_files", "write_generated_takes", "write_transcriptions",
 ]

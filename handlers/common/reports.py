@@ -1,4 +1,5 @@
-"""What the shared handler steps tell people: a failed job's message, and progress heartbeats.
+"""What the shared handler steps tell people: a job's outcome (its status line, or its failure), and progress
+heartbeats.
 
 ``Progress`` turns a long loop into readable heartbeats ("fetching audio 120/480") at a rate the worker and
 the translators' repository can bear. Skipped cells are reported with ``skips.SkipReport``.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from tqdm import tqdm
+
+import jobs
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     from handler_api import JobCallbacks
@@ -20,6 +23,21 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between progress heartbeats inside one loop (the first and the last are always sent).
 PROGRESS_SECONDS = 5.0
+
+
+def completed(summary: Iterable[str], *results: Mapping[str, Any]) -> dict[str, Any]:
+    """A completed job's result: ``results`` merged, and the non-empty ``summary`` phrases joined into the one
+    line the plugin shows as the job's status ("30 epochs, best 12: val loss 4.93; 6 verses spoken")."""
+    merged: dict[str, Any] = {"success": True}
+    for result in results:
+        merged.update(result)
+    merged[jobs.RESULT_SUMMARY] = "; ".join(phrase for phrase in summary if phrase)
+    return merged
+
+
+def count(number: int, noun: str) -> str:
+    """``1 verse``, ``6 verses``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def failure(message: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from asr.job_settings import BASE_CHECKPOINT, CheckSettings, TranscriptionSettings
 from asr.postcorrect import scan_post_correctors
-from handlers.common import ProjectFileMissing, failure, load_notebooks
+from handlers.common import ProjectFileMissing, completed, failure, load_notebooks
 from job_settings import JobInputError
 from storage import UnsafePath
 
@@ -35,7 +35,7 @@ def run(job_context, callbacks) -> dict:
                            "training job (gpu_jobs/job_<id>/model/asr_model.pth.tar)")
         # Imported only now: torch and transformers take seconds to load, and a job whose model is missing
         # or refused fails without waiting for them.
-        from .transcription import load_model, transcribe_cells
+        from .transcription import load_model, transcribe_cells, transcription_phrase
 
         model = load_model(callbacks, checkpoint, f"{BASE_CHECKPOINT} {callbacks.get_job_config(BASE_CHECKPOINT)}")
     except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
@@ -45,4 +45,5 @@ def run(job_context, callbacks) -> dict:
     # models are skipped where their package is not installed)
     transcribed = transcribe_cells(callbacks, notebooks, model, settings)
     checked = check_recordings(callbacks, job_context, notebooks, model, settings, check)
-    return {"success": True, **transcribed, **scan_post_correctors(model).result_keys(), **checked}
+    return completed([transcription_phrase(transcribed), checked.get("recordings_check", "")],
+                     transcribed, scan_post_correctors(model).result_keys(), checked)

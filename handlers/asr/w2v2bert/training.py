@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import ProjectFileMissing, failure, load_notebooks
+from handlers.common import ProjectFileMissing, completed, failure, load_notebooks
 from job_settings import JobInputError
 from storage import UnsafePath
 
-from .training_run import train_model
+from .training_run import train_model, training_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -25,4 +25,4 @@ def run(job_context, callbacks) -> dict:
     except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
         return failure(str(exc))
     callbacks.clear_resume_state()
-    return {"success": True, **trained.result}
+    return completed([training_phrase(trained.result)], trained.result)

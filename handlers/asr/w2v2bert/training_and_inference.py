@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 
 from asr.job_settings import CheckSettings, TranscriptionSettings
-from handlers.common import ProjectFileMissing, failure, load_notebooks
+from handlers.common import ProjectFileMissing, completed, failure, load_notebooks
 from job_settings import JobInputError
 from storage import UnsafePath
 
 from .recording_check import check_recordings
-from .training_run import train_model
-from .transcription import load_model, transcribe_cells
+from .training_run import train_model, training_phrase
+from .transcription import load_model, transcribe_cells, transcription_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -36,4 +36,5 @@ def run(job_context, callbacks) -> dict:
     transcribed = transcribe_cells(callbacks, notebooks, model, settings)
     checked = check_recordings(callbacks, job_context, notebooks, model, settings, check)
     callbacks.clear_resume_state()
-    return {"success": True, **trained.result, **transcribed, **checked}
+    return completed([training_phrase(trained.result), transcription_phrase(transcribed),
+                      checked.get("recordings_check", "")], trained.result, transcribed, checked)

@@ -41,7 +41,7 @@ from asr.recording_check import TRAINED_TAKES_FILE, TrainedTakes, read_trained_t
 from asr.trainer import train_asr
 from asr.training import OutputLayout
 from handler_api import JobInterrupted
-from handlers.common import collect_training_pairs, fetch_project_file, job_paths, upload_job_files
+from handlers.common import collect_training_pairs, count, fetch_project_file, job_paths, upload_job_files
 from job_settings import JobInputError
 
 from .job_inputs import MODEL_NAME, fetch_base_checkpoint, resolve_base_model
@@ -127,6 +127,14 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
     if inference_follows:
         archive = _keep_only_marker(callbacks, resume, layout, result, work)
     return TrainedModel(result, archive)
+
+
+def training_phrase(result: dict[str, Any]) -> str:
+    """The status line's part for training: ``best epoch 34: validation CER 0.025``."""
+    cer = result.get("best_metric_value")
+    if cer is None:
+        return f"{count(result['epochs_completed'], 'epoch')} trained"  # no validation CER to name
+    return f"best epoch {result['best_epoch']}: validation CER {cer:.3f}"
 
 
 def _trained_takes_file(pairs, base_checkpoint: Path | None):

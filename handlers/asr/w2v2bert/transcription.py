@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 from asr.audio import SAMPLE_RATE
 from asr.inference import load_transcriber, prepare_model_dir, transcribe
 from asr.job_settings import TranscriptionSettings
-from handlers.common import (UNDECODABLE_AUDIO, CellAudio, SkipReport, Transcript, cells_needing_text,
+from handlers.common import (UNDECODABLE_AUDIO, CellAudio, SkipReport, Transcript, cells_needing_text, count,
                              write_transcriptions)
 from job_settings import JobInputError
 
@@ -67,6 +67,12 @@ def transcribe_cells(callbacks, notebooks, model_dir: Path, settings: Transcript
     written.skipped.extend(needing.skipped)
     written.skipped.extend(failed)
     return written.as_result()
+
+
+def transcription_phrase(result: dict[str, Any]) -> str:
+    """The status line's part for transcription: ``6 verses transcribed, 1 skipped``."""
+    skipped = result.get("errors_count") or 0
+    return count(result["cells_transcribed"], "verse") + " transcribed" + (f", {skipped} skipped" if skipped else "")
 
 
 def transcribe_audio(callbacks, items: Sequence[CellAudio], model_dir: Path, settings: TranscriptionSettings,

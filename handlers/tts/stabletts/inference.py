@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from handlers.common import failure, load_notebooks
+from handlers.common import completed, failure, load_notebooks
 from tts.job_settings import SynthesisSettings, text_language
 
 from .job_inputs import USER_ERRORS, checkpoint_sidecar, fetch_base_checkpoint, project_language_tag, voice_reference
 from .listen_check import ListenCheck
-from .synthesis import load_job_voice, synthesize_cells
+from .synthesis import load_job_voice, synthesis_phrase, synthesize_cells
 
 logger = logging.getLogger(__name__)
 
@@ -44,4 +44,4 @@ def run(job_context, callbacks) -> dict:
     except USER_ERRORS as exc:
         return failure(str(exc))
     spoken = synthesize_cells(callbacks, notebooks, voice, reference, settings, review=listen)
-    return {"success": True, **spoken, **listen.result}
+    return completed([synthesis_phrase(spoken), listen.phrase], spoken, listen.result)

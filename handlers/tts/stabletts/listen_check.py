@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 from asr.archive import extract_model_archive
 from asr.recording_check import character_error_rate, model_text_normalization
-from handlers.common import GeneratedTake, ProjectFileMissing, fetch_project_file, job_paths, upload_job_files
+from handlers.common import (GeneratedTake, ProjectFileMissing, count, fetch_project_file, job_paths,
+                             upload_job_files)
 from job_settings import JobSettingError
 from jobs import JobState, describe_jobs
 from storage import UnsafePath, confine_path
@@ -127,6 +128,17 @@ class ListenCheck:
         logger.info("Listened to %d generated take(s) with %s: %d over CER %.2f attached without selecting them",
                     scored, self.model_path, len(unselected), self.max_cer)
         return checked
+
+    @property
+    def phrase(self) -> str:
+        """The status line's part for the check: ``2 of 6 takes not selected (ASR heard another text)``."""
+        checked = self.result.get("generated_checked")
+        if not checked:
+            return ""
+        over = self.result["generated_over_max_cer"]
+        if not over:
+            return f"ASR heard all {count(checked, 'take')} as their verses"
+        return f"{over} of {count(checked, 'take')} not selected (ASR heard another text)"
 
     def _load_model(self) -> Path | None:
         """The checking model's folder, extracted and checked; None (with ``why_not``) when it is unusable."""

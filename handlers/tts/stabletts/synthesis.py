@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from handlers.common import (ALREADY_RECORDED, EMPTY_TEXT, GeneratedTake, SkipReport, cells_needing_audio,
+from handlers.common import (ALREADY_RECORDED, EMPTY_TEXT, GeneratedTake, SkipReport, cells_needing_audio, count,
                              write_generated_takes)
 from handlers.common.reports import PROGRESS_SECONDS
 from preprocess_audio import encode_audio
@@ -140,3 +140,9 @@ def synthesize_cells(callbacks, notebooks, voice: TTSVoice, reference: Reference
         result["unspeakable_cells"] = unsaid.listed()
         result["unspeakable_summary"] = unsaid.note()
     return result
+
+
+def synthesis_phrase(spoken: dict[str, Any]) -> str:
+    """The status line's part for synthesis: ``6 verses spoken, 1 skipped``."""
+    skipped = spoken.get("skipped_count") or 0
+    return count(spoken["uploaded_count"], "verse") + " spoken" + (f", {skipped} skipped" if skipped else "")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import failure, load_notebooks
+from handlers.common import completed, failure, load_notebooks
 
 from .job_inputs import USER_ERRORS
-from .training_run import train_voice
+from .training_run import train_voice, training_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -22,4 +22,4 @@ def run(job_context, callbacks) -> dict:
     except USER_ERRORS as exc:
         return failure(str(exc))
     callbacks.clear_resume_state()
-    return {"success": True, **trained.summary}
+    return completed([training_phrase(trained.summary)], trained.summary)

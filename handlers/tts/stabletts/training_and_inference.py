@@ -10,13 +10,13 @@ import logging
 from pathlib import Path
 
 from handler_api import JobInterrupted
-from handlers.common import failure, load_notebooks
+from handlers.common import completed, failure, load_notebooks
 from tts.job_settings import SynthesisSettings
 
 from .job_inputs import USER_ERRORS, checkpoint_sidecar, voice_reference
 from .listen_check import ListenCheck
-from .synthesis import load_job_voice, synthesize_cells
-from .training_run import train_voice
+from .synthesis import load_job_voice, synthesis_phrase, synthesize_cells
+from .training_run import train_voice, training_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -41,5 +41,5 @@ def run(job_context, callbacks) -> dict:
         callbacks.save_resume_state(force=True)  # the finished training, so a retry goes straight to speaking
         raise
     callbacks.clear_resume_state()
-    return {"success": True, **trained.summary, **spoken, **listen.result,
-            "audio_generated": spoken["uploaded_count"]}
+    return completed([training_phrase(trained.summary), synthesis_phrase(spoken), listen.phrase],
+                     trained.summary, spoken, listen.result, {"audio_generated": spoken["uploaded_count"]})

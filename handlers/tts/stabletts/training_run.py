@@ -122,6 +122,13 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     return TrainedVoice(result, paths.checkpoint, collected, summary, config.language)
 
 
+def training_phrase(summary: dict[str, Any]) -> str:
+    """The status line's part for training: ``best epoch 12: val total loss 4.93 (24 + 4 clips)``."""
+    metric = str(summary["best_metric"]).replace("_", " ")
+    return (f"best epoch {summary['best_epoch']}: {metric} {summary['best_metric_value']:.3g} "
+            f"({summary['train_clips']} + {summary['val_clips']} clips)")
+
+
 def _frontend_reason(result: TrainResult, base: Path | None) -> str:
     """Why the run read the texts as it did; a base checkpoint's front end is kept whatever the texts are."""
     reason = result.frontend_reason
