@@ -16,7 +16,7 @@ and performs every write. What the handler sees:
 The two ends talk over a multiprocessing pipe, which pickles; every message is one of the frozen
 dataclasses below, matched by type:
 
-* child → worker: a ``Progress`` at each heartbeat; a ``CommitRequest`` for each ``scanner.commit``, after
+* child → worker: a ``ProgressReport`` at each heartbeat; a ``CommitRequest`` for each ``scanner.commit``, after
   which the child waits for its answer; at the end exactly one of ``FINAL_MESSAGES``: ``HandlerResult``
   (returned or failed) or ``HandlerStopped`` (a ``JobInterrupted`` went through ``run``).
 * worker → child: a ``CommitDone`` answering each ``CommitRequest`` (same id; the error to raise, or None);
@@ -47,7 +47,7 @@ from worker_logging import REDACTOR
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StopKind", "JobInterrupted", "CommitFailed", "portable_error", "Progress", "CommitRequest",
+__all__ = ["StopKind", "JobInterrupted", "CommitFailed", "portable_error", "ProgressReport", "CommitRequest",
            "HandlerResult", "HandlerStopped", "CommitDone", "StopRequest", "FINAL_MESSAGES", "Channel",
            "JobStorage", "JobCallbacks", "split_by_size", "MAX_PUBLISHED_BYTES"]
 
@@ -114,7 +114,7 @@ def portable_error(exc: BaseException) -> BaseException:
 
 # -- child → worker ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Progress:
+class ProgressReport:
     """A heartbeat: epochs done, what the job is doing now (``stage``: the earlier worker's tag), and small
     job files that belong to this progress (the metrics CSV)."""
 
@@ -319,7 +319,7 @@ class JobCallbacks:
         published = {path: _published_bytes(self._job_context["job_id"], path, local)
                      for path, local in (files or {}).items()}
         self._drain()
-        self._channel.send(Progress(epochs_completed, message, stage, published))
+        self._channel.send(ProgressReport(epochs_completed, message, stage, published))
         self._raise_if_stopped()
 
     def should_stop(self) -> bool:

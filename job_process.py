@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import jobs
 from handler_api import (FINAL_MESSAGES, CommitDone, CommitRequest, HandlerResult, HandlerStopped, JobCallbacks,
-                         JobInterrupted, Progress, StopKind, StopRequest, portable_error)
+                         JobInterrupted, ProgressReport, StopKind, StopRequest, portable_error)
 from handler_discovery import load_handler
 from storage import FileAction, StorageError, StorageUnavailable, StoreSpec
 from stores import open_store
@@ -273,7 +273,7 @@ class JobExecution:
         child.join(10)
 
     def _handle(self, conn, message: Any) -> None:
-        if isinstance(message, Progress):
+        if isinstance(message, ProgressReport):
             progress = dict(self._progress)
             if message.epochs_completed is not None:
                 progress["epochs_completed"] = int(message.epochs_completed)

@@ -124,7 +124,7 @@ class _Worker:
         self.epochs: list[int] = []
 
     def send(self, message) -> None:
-        if isinstance(message, handler_api.Progress):
+        if isinstance(message, handler_api.ProgressReport):
             if message.epochs_completed is not None:
                 self.epochs.append(message.epochs_completed)
                 if message.epochs_completed == self.stop_after_epoch:  # seen by the handler's next heartbeat

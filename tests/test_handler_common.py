@@ -268,7 +268,7 @@ class InlineChannel:
         self.commits: list[list] = []
 
     def send(self, obj) -> None:
-        if isinstance(obj, handler_api.Progress):
+        if isinstance(obj, handler_api.ProgressReport):
             self.messages.append(obj.message)
         elif isinstance(obj, handler_api.CommitRequest):
             actions = obj.actions

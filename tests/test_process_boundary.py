@@ -16,7 +16,7 @@ import jobs
 import local_store  # noqa: F401  (its errors, if any, join the StorageError family below)
 from conftest import LocalEnv, fast_config, make_job, run_worker_in_thread
 from handler_api import (CommitDone, CommitFailed, CommitRequest, HandlerResult, HandlerStopped, JobInterrupted,
-                         Progress, StopKind, StopRequest, portable_error)
+                         ProgressReport, StopKind, StopRequest, portable_error)
 from storage import FileAction, StorageError
 from worker_logging import REDACTED, REDACTOR
 
@@ -91,8 +91,8 @@ def test_an_error_that_cannot_travel_becomes_commit_failed_naming_it():
 def test_every_message_type_survives_the_pipe():
     action = FileAction.create("gpu_jobs/job_1/a.txt", b"data")
     messages = [
-        Progress(3, "epoch 3/10", "training", {"gpu_jobs/job_1/checkpoint/training_metrics.csv": b"epoch\n1\n"}),
-        Progress(),
+        ProgressReport(3, "epoch 3/10", "training", {"gpu_jobs/job_1/checkpoint/training_metrics.csv": b"epoch\n1\n"}),
+        ProgressReport(),
         CommitRequest(7, [action, FileAction.delete("gpu_jobs/job_1/old.txt")], "results"),
         HandlerResult({"success": True, "checkpoint_path": "gpu_jobs/job_1/model.pt", "counts": [1, 2]}),
         HandlerStopped("lease_lost", "now held by worker-b"),
