@@ -31,6 +31,8 @@ import pyloudnorm
 import soundfile
 import soxr
 
+from git_lfs import POINTER_MAX_BYTES, is_lfs_pointer
+
 logger = logging.getLogger(__name__)
 
 #: Longest input accepted by default; a Bible verse is seconds long, a whole chapter a few minutes.
@@ -67,7 +69,6 @@ _PYAV_ENCODERS = {
     "m4a": _Encoder("ipod", "aac", (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000),
                     128_000),
 }
-_LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 
 
 class AudioError(Exception):
@@ -206,12 +207,12 @@ def _check_file(path: Path) -> None:
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
-            head = fh.read(64)
+            head = fh.read(POINTER_MAX_BYTES + 1)  # enough to tell a pointer, and the formats below
     except OSError as exc:
         raise AudioError(path, f"cannot be read ({exc.strerror or exc})") from exc
     if size == 0:
         raise AudioError(path, "is empty")
-    if head.startswith(_LFS_POINTER_PREFIX):
+    if is_lfs_pointer(head):
         raise AudioError(path, "is a Git LFS pointer, not audio (the recording was never fetched)")
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         _check_wav_complete(path, size)

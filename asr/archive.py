@@ -24,6 +24,8 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from git_lfs import is_lfs_pointer
+
 logger = logging.getLogger(__name__)
 
 MODEL_ARCHIVE_NAME = "asr_model.pth.tar"
@@ -170,7 +172,7 @@ def _is_tar_header(block: bytes) -> bool:
 
 def _what_it_is(head: bytes) -> str:
     """What a file that is no tar archive looks like, for the translator."""
-    if head.startswith(b"version https://git-lfs"):
+    if is_lfs_pointer(head):
         return "it is a Git LFS pointer, the file itself was not downloaded"
     if head.startswith(b"PK\x03\x04"):
         return "it is a zip file (a torch .pt checkpoint is one), not a tar.gz of a model folder"

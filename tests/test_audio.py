@@ -190,6 +190,14 @@ def test_pointer_error_says_what_happened(tmp_path, encoded):
         load_audio(path, 16000)
 
 
+def test_a_pointer_of_the_old_lfs_spec_is_named_too(tmp_path):
+    """git-lfs still reads pointers naming its old spec (hawser); so does every check here (git_lfs)."""
+    path = tmp_path / "old.webm"
+    path.write_text(f"version https://hawser.github.com/spec/v1\noid sha256:{'ab' * 32}\nsize 5120\n", encoding="ascii")
+    with pytest.raises(AudioError, match="Git LFS pointer"):
+        load_audio(path, 16000)
+
+
 def test_encode_refuses_unknown_format_and_empty_input(tmp_path):
     with pytest.raises(ValueError, match="format"):
         encode_audio(tone(), RATE, tmp_path / "x.aiff")
