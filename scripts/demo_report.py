@@ -42,10 +42,11 @@ import codex  # noqa: E402
 from asr.recording_check import CheckSummary, check_threshold  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 from handlers.asr.w2v2bert.recording_check import CHECK_CSV, CHECK_PAGE  # noqa: E402
-from handlers.common import MetricsLog, job_paths, load_notebooks  # noqa: E402
-from jobs import JobRow, JobState, describe_jobs  # noqa: E402
-from stores import open_project  # noqa: E402
+from handlers.common import load_notebooks  # noqa: E402
+from jobs import JobRow, JobState, describe_jobs, job_paths  # noqa: E402
 from storage import UnsafePath  # noqa: E402
+from stores import open_project  # noqa: E402
+from training_metrics import MetricsLog  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def _best(metrics: Metrics) -> tuple[int, float] | None:
 
 def metrics_section(project: Path, row: JobRow) -> str:
     """The charts of one job, or why there are none."""
-    path = project / job_paths({"job_id": row.job_id}).metrics
+    path = project / job_paths(row.job_id).metrics
     heading = f"<h3>{html.escape(row.job_id)} <small>{html.escape(row.kind)}</small></h3>"
     try:
         metrics = read_metrics(path)
@@ -439,7 +440,7 @@ def recording_checks(project: Path, jobs: Sequence[JobRow]) -> list[RecordingChe
     checks = []
     for row in jobs:
         try:
-            paths = job_paths({"job_id": row.job_id})
+            paths = job_paths(row.job_id)
         except UnsafePath:
             continue
         table = project / paths.inside(CHECK_CSV)
@@ -574,7 +575,7 @@ def timing_section(project: Path, jobs: Sequence[JobRow]) -> str:
         if not (row.kind.startswith("tts/") and _has_training(row)):
             continue
         try:
-            checkpoint = project / job_paths({"job_id": row.job_id}).inside("checkpoint", "best_model.pt")
+            checkpoint = project / job_paths(row.job_id).checkpoint
         except UnsafePath:
             continue
         if not checkpoint.is_file():
@@ -646,7 +647,7 @@ def write_report(project: Path, out_html: Path, references: dict[str, str] | Non
     chart_rows = []
     for row in jobs:
         try:
-            has_file = (project / job_paths({"job_id": row.job_id}).metrics).is_file()
+            has_file = (project / job_paths(row.job_id).metrics).is_file()
         except UnsafePath:     # an invalid manifest entry has no job folder
             continue
         if _has_training(row) or has_file:

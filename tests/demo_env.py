@@ -1,6 +1,6 @@
 """The bundled demo project (examples/demo_project) as a test environment, on either backend.
 
-Tests read it the way a test should: plain JSON and plain files, never through codex.py, so that what they
+Tests read it the way a test should: plain JSON and plain files, never through the codex package, so that what they
 check does not depend on the code under test.
 
     from demo_env import DemoProject, GitLabDemoProject, reference, current_take

@@ -2,7 +2,7 @@
 
 The end-to-end tests run a real worker on the copy with the CommonProbe test handler
 (tests/handlers/test/common_probe), so every step goes through the job's child process and the claim-checked
-commits. Expectations are computed from the notebook JSON independently of codex.py. The in-process tests
+commits. Expectations are computed from the notebook JSON independently of the codex package. The in-process tests
 drive the same functions through a real ``JobCallbacks`` whose channel performs commits at once, to force
 conflicts and name clashes at exact moments.
 """

@@ -92,3 +92,15 @@ def test_the_parent_keeps_only_heartbeat_files_of_the_jobs_own_folder():
                "gpu_jobs/job_j70/checkpoint/training_metrics.csv": b"x", "files/target/GEN.codex": b"{}"}
     assert JobExecution._job_files(execution, offered) == {paths.metrics: b"epoch\n1\n",
                                                             paths.inside("generated_check.csv"): b"a\n"}
+
+
+def test_the_model_file_names_are_those_the_libraries_write():
+    """The protocol names the files the plugin offers as base checkpoints; the libraries write them."""
+    from asr.archive import MODEL_ARCHIVE_NAME
+    from tts.state import BEST_FILE
+    from training_metrics import METRICS_FILE
+
+    paths = jobs.job_paths("j7")
+    assert paths.checkpoint == f"{paths.checkpoint_dir}/{BEST_FILE}"
+    assert paths.asr_model == f"{paths.model_dir}/{MODEL_ARCHIVE_NAME}"
+    assert paths.metrics == f"{paths.checkpoint_dir}/{METRICS_FILE}"

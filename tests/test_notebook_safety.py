@@ -3,7 +3,7 @@ displaces the recording the editor plays, and a notebook or recording that canno
 name while the rest of the project is served.
 
 Expectations are read from the notebook JSON with ``demo_env``'s own helpers (the editor's rule), not
-through codex.py.
+through the codex package.
 """
 
 from __future__ import annotations

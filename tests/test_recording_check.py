@@ -411,7 +411,7 @@ def test_the_demo_report_shows_each_check_with_its_worst_rows_and_a_link_to_its_
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import demo_report
     from jobs import JobState, claim_job, finish_job, read_manifest
-    from local_jobs import LocalProjectStore
+    from local_store import LocalProjectStore
     from storage import FileAction
 
     demo = DemoProject(tmp_path / "project")

@@ -2,20 +2,21 @@
 
 A handler stays thin::
 
-    from handlers.common import (GeneratedTake, MetricsLog, TTS_METRICS_COLUMNS, cells_needing_audio,
+    from handlers.common import (GeneratedTake, MetricsLog, TTS_METRICS_COLUMNS, cells_needing_audio, completed,
                                  collect_training_pairs, job_paths, load_notebooks, upload_job_files,
                                  write_generated_takes)
+    from training_metrics import METRICS_FILE
 
     def run(job_context, callbacks):
         work, paths = Path(callbacks.get_work_dir()), job_paths(job_context)
         notebooks = load_notebooks(callbacks.scanner)
-        pairs = collect_training_pairs(callbacks, notebooks, work, sample_rate=22050)   # .items, .skipped
-        metrics = MetricsLog(work / "training_metrics.csv", TTS_METRICS_COLUMNS)
+        pairs = collect_training_pairs(callbacks, notebooks, work, sample_rate=16000)   # .items, .skipped
+        metrics = MetricsLog(work / METRICS_FILE, TTS_METRICS_COLUMNS)
         ...  # per epoch: metrics.append(epoch, train_total_loss=...); callbacks.heartbeat(epochs_completed=epoch)
         upload_job_files(callbacks, {paths.checkpoint: best, paths.metrics: metrics.path}, "checkpoint")
         takes = [GeneratedTake(cell, synthesize(cell.text)) for cell in cells_needing_audio(callbacks, notebooks)]
         written = write_generated_takes(callbacks, takes, model_name="StableTTS", audio_format="webm")
-        return {"success": True, **written.as_result()}
+        return completed([f"{written.uploaded} verses spoken"], written.as_result())
 
 Bad items are logged, counted and skipped (``SkipReport``), never fatal. Long loops send readable heartbeats
 ("fetching audio 120/480") at most every few seconds, which is also where a cancel surfaces (``JobInterrupted``).
