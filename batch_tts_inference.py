@@ -20,7 +20,7 @@ import click
 import soundfile
 from tqdm import tqdm
 
-from inference_stabletts import load_voice_or_fail, synthesis_options
+from tts.cli_options import load_voice_or_fail, synthesis_options
 from tts.inference import SAMPLE_RATE, TTSVoice, synthesize_iter
 
 logger = logging.getLogger(__name__)

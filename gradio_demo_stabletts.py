@@ -21,10 +21,11 @@ import click
 import gradio as gr
 import numpy as np
 
-from inference_stabletts import load_voice_or_fail
 from preprocess_audio import AudioError
 from StableTTS import CheckpointError, read_sidecar
+from StableTTS.synthesis import SAMPLING
 from StableTTS.text import describe_counts
+from tts.cli_options import load_voice_or_fail, voice_options
 from tts.inference import SAMPLE_RATE, TTSVoice, load_reference, synthesize_iter
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ TITLE = "StableTTS voice demo"
 TEXT_LABEL = "Text to speak"
 REFERENCE_LABEL = "Voice reference (optional)"
 
-# Slider defaults are `tts.inference.synthesize`'s, so the page sounds like a job's takes.
-STEPS = dict(minimum=1, maximum=100, value=10, step=1)
-TEMPERATURE = dict(minimum=0.0, maximum=2.0, value=1.0, step=0.05)
-LENGTH_SCALE = dict(minimum=0.5, maximum=2.0, value=1.0, step=0.05)
-CFG_SCALE = dict(minimum=0.0, maximum=10.0, value=3.0, step=0.5)
+# Slider defaults are SAMPLING's, as a job's are, so the page sounds like a job's takes.
+STEPS = dict(minimum=1, maximum=100, value=SAMPLING.steps, step=1)
+TEMPERATURE = dict(minimum=0.0, maximum=2.0, value=SAMPLING.temperature, step=0.05)
+LENGTH_SCALE = dict(minimum=0.5, maximum=2.0, value=SAMPLING.length_scale, step=0.05)
+CFG_SCALE = dict(minimum=0.0, maximum=10.0, value=SAMPLING.cfg_scale, step=0.5)
 
 
 class SynthesisRequestError(ValueError):
@@ -153,10 +154,7 @@ def build_demo(voice: TTSVoice, *, checkpoint: str | Path | None = None) -> gr.B
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
               help="StableTTS checkpoint (best_model.pt; its .json sidecar is read if present).")
-@click.option("--vocoder", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Vocos weights (vocos.pt); default: the Hugging Face cache, else Griffin-Lim.")
-@click.option("--language", default=None, help="Language code, used only for checkpoints without a sidecar.")
-@click.option("--device", default=None, help="torch device, e.g. cuda or cpu; default: cuda if available.")
+@voice_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=7860, show_default=True, help="Port to serve on.")
 def main(checkpoint, vocoder, language, device, host, port):

@@ -12,38 +12,8 @@ from pathlib import Path
 
 import click
 
-from StableTTS.synthesis import SOLVERS
-from tts.inference import SAMPLE_RATE, TTSVoice, load_voice, synthesize
-
-
-def synthesis_options(f):
-    """Options shared by this CLI and batch_tts_inference.py."""
-    options = [
-        click.option("--reference", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Voice reference audio (any format); default: the model's average voice."),
-        click.option("--steps", type=click.IntRange(1, 1000), default=10, show_default=True,
-                     help="ODE solver steps (fixed-step solvers)."),
-        click.option("--cfg-scale", type=float, default=3.0, show_default=True, help="Classifier-free guidance scale."),
-        click.option("--temperature", type=float, default=1.0, show_default=True, help="Noise scale; 0 = deterministic."),
-        click.option("--length-scale", type=float, default=1.0, show_default=True, help="Duration factor; >1 = slower."),
-        click.option("--solver", type=click.Choice(SOLVERS), default="euler", show_default=True, help="ODE solver."),
-        click.option("--seed", type=int, default=None, help="Random seed for reproducible output."),
-        click.option("--vocoder", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Vocos weights (vocos.pt); default: the Hugging Face cache, else Griffin-Lim."),
-        click.option("--language", default=None, help="Language code, used only for checkpoints without a sidecar."),
-        click.option("--device", default=None, help="torch device, e.g. cuda or cpu; default: cuda if available."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def load_voice_or_fail(checkpoint, vocoder, device, language) -> TTSVoice:
-    """load_voice with library errors turned into messages for the command line."""
-    try:
-        return load_voice(checkpoint, vocoder=vocoder, device=device, language=language)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+from tts.cli_options import load_voice_or_fail, synthesis_options
+from tts.inference import SAMPLE_RATE, synthesize
 
 
 @click.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -21,6 +22,21 @@ logger = logging.getLogger(__name__)
 
 SOLVERS = ("euler", "midpoint", "dopri5")
 PRECISIONS = ("fp32", "bf16", "auto")
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """How a voice speaks when not told otherwise: the one home of these values, read by `synthesize_mel`,
+    `tts.inference`, a TTS job's settings, the command lines and the demo page (so all sound alike)."""
+
+    steps: int = 10  # fixed solver steps over t in [0, 1] (dopri5 chooses its own)
+    cfg_scale: float = 3.0  # classifier-free guidance strength
+    temperature: float = 1.0  # noise scale; 0 = deterministic
+    length_scale: float = 1.0  # duration factor; > 1 speaks slower
+    solver: str = "euler"  # one of SOLVERS
+
+
+SAMPLING = SamplingDefaults()
 
 # torch.compile'd estimator calls, one per set of options. Dynamo guards on the estimator passed in, so
 # each model is traced on its first call (shapes are dynamic: another batch size or length does not
@@ -152,11 +168,11 @@ def synthesize_mel(
     lengths: torch.Tensor,
     ref_mel: torch.Tensor | None,
     *,
-    steps: int = 10,
-    cfg_scale: float = 3.0,
-    temperature: float = 1.0,
-    length_scale: float = 1.0,
-    solver: str = "euler",
+    steps: int = SAMPLING.steps,
+    cfg_scale: float = SAMPLING.cfg_scale,
+    temperature: float = SAMPLING.temperature,
+    length_scale: float = SAMPLING.length_scale,
+    solver: str = SAMPLING.solver,
     ref_lengths: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,

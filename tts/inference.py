@@ -20,6 +20,7 @@ import torch.nn as nn
 from preprocess_audio import load_audio
 from StableTTS import load_model, load_vocoder, mel_spectrogram, synthesize_mel
 from StableTTS.mel import MEL, silence_log_mel
+from StableTTS.synthesis import SAMPLING
 from StableTTS.text import (
     EncodedText,
     TextFrontend,
@@ -149,11 +150,11 @@ def synthesize_iter(
     texts: Sequence[str],
     reference=None,
     *,
-    steps: int = 10,
-    cfg_scale: float = 3.0,
-    temperature: float = 1.0,
-    length_scale: float = 1.0,
-    solver: str = "euler",
+    steps: int = SAMPLING.steps,
+    cfg_scale: float = SAMPLING.cfg_scale,
+    temperature: float = SAMPLING.temperature,
+    length_scale: float = SAMPLING.length_scale,
+    solver: str = SAMPLING.solver,
     batch_size: int | None = None,
     seed: int | None = None,
     precision: str = "auto",
@@ -193,11 +194,11 @@ def synthesize(
     texts: Sequence[str],
     reference=None,
     *,
-    steps: int = 10,
-    cfg_scale: float = 3.0,
-    temperature: float = 1.0,
-    length_scale: float = 1.0,
-    solver: str = "euler",
+    steps: int = SAMPLING.steps,
+    cfg_scale: float = SAMPLING.cfg_scale,
+    temperature: float = SAMPLING.temperature,
+    length_scale: float = SAMPLING.length_scale,
+    solver: str = SAMPLING.solver,
     batch_size: int | None = None,
     seed: int | None = None,
     precision: str = "auto",

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from job_settings import JobSettingError, JobSettings
 from preprocess_audio import ENCODE_FORMATS
 from StableTTS.config import PRESETS
+from StableTTS.synthesis import SAMPLING
 
 from .config import FRONTEND_CHOICES, TrainConfig
 
@@ -83,12 +84,12 @@ def training_config(job: Mapping[str, Any], *, project_tag: str | None = None,
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    """How a TTS inference job speaks: the ``inference.*`` keys, defaults as ``tts.inference.synthesize``."""
+    """How a TTS inference job speaks: the ``inference.*`` keys, defaulting to ``StableTTS.synthesis.SAMPLING``."""
 
-    steps: int = 10  # inference.diffusion_steps
-    temperature: float = 1.0
-    length_scale: float = 1.0
-    cfg_scale: float = 3.0
+    steps: int = SAMPLING.steps  # inference.diffusion_steps
+    temperature: float = SAMPLING.temperature
+    length_scale: float = SAMPLING.length_scale
+    cfg_scale: float = SAMPLING.cfg_scale
     audio_format: str = "webm"  # Opus at 48 kHz in WebM, what the editor records
 
     @classmethod
