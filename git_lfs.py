@@ -16,9 +16,10 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from storage import FileAction, FileVersion, UnsafePath
+if TYPE_CHECKING:  # pragma: no cover - only for type checkers
+    from storage import FileAction, FileVersion
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def fetch_real(download: Callable[[str, Path], Path], candidates: Iterable[str],
     bytes; an empty file or a bare pointer is removed and the next candidate tried. ``dest`` is the local
     file, or gives it for a candidate. With ``skip_unsafe`` a candidate the store refuses to read (a local
     link leading outside the project) is passed over too; otherwise its ``UnsafePath`` is raised."""
+    from storage import UnsafePath  # here, not at the top: model code reads pointers without the stores
+
     problems: list[str] = []
     for path in candidates:
         local = dest(path) if callable(dest) else Path(dest)
@@ -220,6 +223,8 @@ def tracking_actions(actions: Sequence[FileAction], read_attributes: Callable[[]
     lines = "".join(f"{pattern} {LFS_ATTRIBUTES}\n" for pattern in patterns)
     content = (text if not text or text.endswith("\n") else text + "\n") + lines
     logger.info("Tracking %s with Git LFS in %s of %s", ", ".join(patterns), GITATTRIBUTES, project)
+    from storage import FileAction  # here, not at the top: model code reads pointers without the stores
+
     if attributes is None:
         return [FileAction.create(GITATTRIBUTES, content)]
     return [FileAction.update(GITATTRIBUTES, content, expected_version=attributes.version)]

@@ -34,6 +34,7 @@ import click
 import yaml
 from tqdm import tqdm
 
+from audio_folder import AUDIO_COLUMN, TEXT_COLUMN
 from codex import (
     FILES_DIR,
     POINTERS_DIR,
@@ -62,7 +63,7 @@ from stores import DEFAULT_GITLAB_URL, open_project
 
 logger = logging.getLogger(__name__)
 
-METADATA_COLUMNS = ("file_name", "transcription", "cell_id", "reference", "notebook")
+METADATA_COLUMNS = (AUDIO_COLUMN, TEXT_COLUMN, "cell_id", "reference", "notebook")  # what the trainers read first
 SKIPPED_COLUMNS = ("notebook", "cell_id", "reference", "reason", "detail")
 AUDIO_FORMATS = ("copy",) + ENCODE_FORMATS
 
@@ -217,7 +218,7 @@ def _export_clip(store: ProjectStore, ref: CellRef, index: AttachmentIndex, tmp:
         fetched.local_path.unlink(missing_ok=True)
     text = options.romanize(ref.text) if options.romanize else ref.text
     relative = f"{options.audio_dir.strip('/')}/{name}" if options.audio_dir not in ("", ".") else name
-    return {"file_name": relative, "transcription": text, "cell_id": ref.cell_id,
+    return {AUDIO_COLUMN: relative, TEXT_COLUMN: text, "cell_id": ref.cell_id,
             "reference": ref.reference or "", "notebook": ref.notebook_path}
 
 

@@ -16,6 +16,14 @@ from typing import Any, Mapping, Sequence
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
 
+# Keys both model families read (their own keys live in tts/ and asr/job_settings.py), and the paths the
+# protocol confines to the project before a handler sees them (jobs.py).
+BASE_CHECKPOINT = "model.base_checkpoint"
+FROM_SCRATCH = "model.from_scratch"
+LANGUAGE = "model.language"
+PRESET = "model.preset"
+VOICE_REFERENCE = "voice_reference"  # TTS only, but confined and rewritten by jobs.py
+
 
 class JobInputError(ValueError):
     """What a translator or an admin can fix (a setting, a missing file, nothing to train on): the message,

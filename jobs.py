@@ -25,6 +25,8 @@ import yaml
 
 from bounded_yaml import YamlRefused, describe_value
 from bounded_yaml import load as load_yaml
+from codex.layout import attachment_project_path
+from job_settings import BASE_CHECKPOINT, VOICE_REFERENCE, lookup
 from storage import (
     FileAction,
     FileAlreadyExists,
@@ -226,22 +228,7 @@ class Manifest:
         return self.find(job_id) is not None or any(p.job_id == job_id for p in self.problems)
 
 
-_PATH_FIELDS = (("model", "base_checkpoint"), ("voice_reference",))
-_ATTACHMENTS = ".project/attachments/"
-
-
-def attachment_project_path(path: str) -> str | None:
-    """The project path of an attachment named the way the plugin may name it: relative, or an absolute
-    path on the translator's machine (``C:\\Users\\ana\\proj\\.project\\attachments\\JHN\\a.webm``,
-    ``/home/ana/proj/.project/attachments/...``) → ``.project/attachments/JHN/a.webm``. None when the path
-    holds no ``.project/attachments/``. Raises ``UnsafePath`` when the rest of it leaves that folder."""
-    unified = path.replace("\\", "/")
-    at = unified.rfind("/" + _ATTACHMENTS)  # the innermost: that is the project's own .project
-    if at >= 0:
-        unified = unified[at + 1:]
-    elif not unified.startswith(_ATTACHMENTS):
-        return None
-    return confine_path(unified, what="path")
+_PATH_FIELDS = (BASE_CHECKPOINT, VOICE_REFERENCE)  # manifest paths confined to the project here
 
 
 def _project_path(value: Any, field_name: str) -> str:
@@ -249,7 +236,7 @@ def _project_path(value: Any, field_name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a path in the project, not {describe_value(value)}")
     try:
-        if field_name == "voice_reference":
+        if field_name == VOICE_REFERENCE:
             # On an old-layout project, and on Windows, the plugin writes the take's absolute path.
             return attachment_project_path(value) or confine_path(value, what="path")
         return confine_path(value, what="path")
@@ -336,19 +323,16 @@ def _parse_job(raw: Any, index: int, source: str) -> JobSpec:
         except ValueError as exc:
             raise fail(time_field, f"is not valid: {exc}") from None
     submitted_at, timeout = times["submitted_at"], times["timeout"]
-    for path_field in _PATH_FIELDS:
-        value: Any = raw
-        for key in path_field:
-            value = value.get(key) if isinstance(value, dict) else None
+    for name in _PATH_FIELDS:
+        value = lookup(raw, name)
         if value is None or value == "":
             continue
-        name = ".".join(path_field)
         try:
             resolved = _project_path(value, name)
         except ValueError as exc:
             raise fail(name, str(exc)) from None
-        if name == "voice_reference" and resolved != value:
-            raw = {**raw, "voice_reference": resolved}  # handlers get the project path
+        if name == VOICE_REFERENCE and resolved != value:
+            raw = {**raw, VOICE_REFERENCE: resolved}  # handlers get the project path
     for section in ("training", "inference"):
         block = raw.get(section)
         if block is None:

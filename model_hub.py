@@ -13,13 +13,15 @@ import functools
 import logging
 import os
 import socket
+from pathlib import Path
+from typing import Sequence
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
-__all__ = ["hub_reachable", "offline_mode", "unavailable_reason"]
+__all__ = ["cached", "hub_reachable", "not_cached", "offline_mode", "unavailable_reason"]
 
 
 def offline_mode() -> bool:
@@ -58,6 +60,32 @@ def _go_offline() -> None:
     # variable carries the answer to child processes, whose huggingface_hub reads it at import.
     constants.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def not_cached(repo: str, files: Sequence[str | Sequence[str]], *, cache_dir: str | Path | None = None) -> list[str]:
+    """The entries of ``files`` that are not in the local Hugging Face cache of ``repo``; never downloads.
+
+    An entry may be a tuple of alternatives (any one of them will do: ``model.safetensors`` or a shard
+    index...), named ``a or b`` in the answer. An invalid repo id is just not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def found(name: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str)
+        except ValueError:  # HFValidationError: not a hub id, so nothing of it can be cached
+            return False
+
+    missing = []
+    for entry in files:
+        names = (entry,) if isinstance(entry, str) else tuple(entry)
+        if not any(found(name) for name in names):
+            missing.append(" or ".join(names))
+    return missing
+
+
+def cached(repo: str, files: Sequence[str | Sequence[str]], *, cache_dir: str | Path | None = None) -> bool:
+    """Every entry of ``files`` (a name, or a tuple of alternatives) is in the local cache of ``repo``."""
+    return not not_cached(repo, files, cache_dir=cache_dir)
 
 
 def unavailable_reason() -> str:

@@ -197,9 +197,10 @@ def check_disk(work_dir: Path, min_free_gb: float = DEFAULT_MIN_FREE_GB) -> Chec
 
 def default_models() -> list[tuple[str, tuple[str, ...]]]:
     """(hub repository, files) of what default jobs load: the W2V-BERT encoder and StableTTS v1.1."""
+    from asr.config import DEFAULT_BASE_MODEL
     from StableTTS.vocoder import HUB_REPO, HUB_TTS_FILE, HUB_VOCOS_FILE
 
-    return [("facebook/w2v-bert-2.0", ASR_BASE_FILES), (HUB_REPO, (HUB_TTS_FILE, HUB_VOCOS_FILE))]
+    return [(DEFAULT_BASE_MODEL, ASR_BASE_FILES), (HUB_REPO, (HUB_TTS_FILE, HUB_VOCOS_FILE))]
 
 
 def hub_cache_dir() -> Path:
@@ -216,7 +217,7 @@ def hub_cache_dir() -> Path:
 def check_models(models: Sequence[tuple[str, Sequence[str]]] | None = None, *,
                  hub_reachable: Callable[[], bool] | None = None) -> list[CheckResult]:
     """Each default model is in the Hugging Face cache, or the hub can be reached to download it."""
-    from huggingface_hub import try_to_load_from_cache
+    from model_hub import not_cached
 
     if hub_reachable is None:
         from model_hub import hub_reachable as cached_check
@@ -226,7 +227,7 @@ def check_models(models: Sequence[tuple[str, Sequence[str]]] | None = None, *,
     reachable: bool | None = None
     results = []
     for repo, files in models if models is not None else default_models():
-        missing = [f for f in files if not isinstance(try_to_load_from_cache(repo, f, cache_dir=cache), str)]
+        missing = not_cached(repo, files, cache_dir=cache)
         check = f"model {repo}"
         if not missing:
             results.append(_ok(check, "in the Hugging Face cache"))

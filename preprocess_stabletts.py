@@ -13,10 +13,11 @@ from pathlib import Path
 
 import click
 
+from audio_folder import DatasetError
 from StableTTS.text import FrontendUnavailable, describe_counts, select_frontend
 from tts import PreparedData, TrainConfig, prepare_clips
 from tts.config import FRONTEND_CHOICES
-from tts.datasets import DatasetError, read_dataset
+from tts.datasets import read_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import click
 
+from audio_folder import DatasetError
 from StableTTS import PRESETS, CheckpointError
 from StableTTS.text import FrontendUnavailable
-from tts import NoTrainingData, TrainConfig, TrainHooks, train
-from tts.config import FRONTEND_CHOICES, PRECISIONS, EpochReport
-from tts.datasets import DatasetError, read_dataset
-from training_metrics import METRICS_FILE, TTS_METRICS_COLUMNS, MetricsLog
+from tts import STATE_FILE, NoTrainingData, TrainConfig, TrainHooks, train
+from tts.config import FRONTEND_CHOICES, PRECISIONS
+from tts.datasets import read_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -71,26 +71,20 @@ def main(data, out, epochs, preset, base_checkpoint, no_pretrained, language, fr
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out.mkdir(parents=True, exist_ok=True)
     resume = out / "resume"
-    if fresh and (resume / "state.pt").exists():
-        (resume / "state.pt").unlink()
-    metrics = MetricsLog(out / METRICS_FILE, TTS_METRICS_COLUMNS)
+    if fresh:
+        (resume / STATE_FILE).unlink(missing_ok=True)
     try:
         utterances = read_dataset(data)
         config = TrainConfig(epochs=epochs, preset=preset, pretrained=not no_pretrained,
                              base_checkpoint=base_checkpoint, language=language, frontend=frontend,
                              learning_rate=learning_rate, batch_frames=batch_frames, batch_size=batch_size,
                              max_clip_seconds=max_clip_seconds, val_split=val_split, precision=precision, seed=seed)
-
-        def on_epoch(report: EpochReport) -> None:
-            metrics.follow(report.history)
-
         result = train(utterances, config, out, cache_dir=cache_dir or out / "cache", resume_dir=resume,
-                       hooks=TrainHooks(epoch_end=on_epoch), device=device)
+                       device=device)
     except (DatasetError, NoTrainingData, CheckpointError, FrontendUnavailable, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return
-    metrics.follow(result.history)
     click.echo(f"Best epoch {result.best_epoch} ({result.best_metric} {result.best_value:.4f}): {result.checkpoint}; "
                f"{result.train_clips} training + {result.val_clips} validation clip(s), {len(result.skipped)} skipped")
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -12,53 +11,40 @@ from pathlib import Path
 import click
 from transformers.utils import logging as hf_logging
 
-from asr import AsrExample, AsrTrainConfig, train_asr
-from asr.config import DEFAULT_BASE_MODEL
+from asr import AsrTrainConfig, train_asr
+from asr.datasets import DEFAULT_ID_COLUMN, read_metadata
 from asr.text import TextNormalization
+from audio_folder import AUDIO_COLUMN, TEXT_COLUMN, DatasetError
 
-
-def _read_metadata(path: Path, audio_column: str, text_column: str, id_column: str | None, audio_base: Path | None) -> list[AsrExample]:
-    base = audio_base or path.parent
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {audio_column, text_column} - set(reader.fieldnames or [])
-        if missing:
-            raise click.ClickException(f"{path} lacks column(s) {sorted(missing)}; it has {reader.fieldnames}")
-        examples = []
-        for n, row in enumerate(reader):
-            audio = Path(row[audio_column])
-            examples.append(
-                AsrExample(audio if audio.is_absolute() else base / audio, row[text_column], row.get(id_column or "", "") or f"row-{n}")
-            )
-    return examples
+DEFAULTS = AsrTrainConfig()  # the options' defaults are the library's
 
 
 @click.command()
 @click.option("--metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV of audio paths and transcripts.")
-@click.option("--audio-column", default="file_name", show_default=True, help="CSV column with audio paths (relative to the CSV or --audio-base).")
-@click.option("--text-column", default="transcription", show_default=True, help="CSV column with transcripts.")
-@click.option("--id-column", default="verse_id", show_default=True, help="CSV column with ids (row numbers when absent).")
+@click.option("--audio-column", default=AUDIO_COLUMN, show_default=True, help="CSV column with audio paths (relative to the CSV or --audio-base).")
+@click.option("--text-column", default=TEXT_COLUMN, show_default=True, help="CSV column with transcripts.")
+@click.option("--id-column", default=DEFAULT_ID_COLUMN, show_default=True, help="CSV column with ids (row numbers when absent).")
 @click.option("--audio-base", type=click.Path(file_okay=False, path_type=Path), help="Folder that relative audio paths start from.")
 @click.option("--synthetic", type=int, help="Train on N synthetic tone clips instead of a CSV (demo/smoke test).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Where the metrics, checkpoints and model archive go.")
 @click.option("--preset", type=click.Choice(["tiny", "small"]), help="Random model built in code instead of --base-model.")
-@click.option("--base-model", default=DEFAULT_BASE_MODEL, show_default=True, help="Pretrained encoder (hub id or folder).")
+@click.option("--base-model", default=DEFAULTS.base_model, show_default=True, help="Pretrained encoder (hub id or folder).")
 @click.option("--base-checkpoint", type=click.Path(exists=True, path_type=Path), help="asr_model.pth.tar of an earlier job to continue.")
-@click.option("--epochs", default=10, show_default=True, help="Training epochs.")
-@click.option("--batch-size", default=16, show_default=True, help="Clips per device batch.")
-@click.option("--gradient-accumulation-steps", default=2, show_default=True, help="Batches per optimizer step.")
-@click.option("--learning-rate", type=float, default=None,
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, help="Training epochs.")
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, help="Clips per device batch.")
+@click.option("--gradient-accumulation-steps", default=DEFAULTS.gradient_accumulation_steps, show_default=True, help="Batches per optimizer step.")
+@click.option("--learning-rate", type=float, default=DEFAULTS.learning_rate,
               help="Peak learning rate (default: 5e-5 fine-tuning, 2e-3 for a --preset from scratch).")
-@click.option("--warmup-steps", default=0.1, show_default=True, help="Warm-up steps (< 1: fraction of all steps).")
-@click.option("--val-split", default=0.1, show_default=True, help="Fraction of clips for validation.")
-@click.option("--test-split", default=0.1, show_default=True, help="Fraction of clips for the final test.")
-@click.option("--max-duration-seconds", default=60.0, show_default=True, help="Longer clips are left out (and listed).")
-@click.option("--post-correction/--no-post-correction", default=False, show_default=True, help="Learn the character post-corrector.")
+@click.option("--warmup-steps", default=DEFAULTS.warmup_steps, show_default=True, help="Warm-up steps (< 1: fraction of all steps).")
+@click.option("--val-split", default=DEFAULTS.val_split, show_default=True, help="Fraction of clips for validation.")
+@click.option("--test-split", default=DEFAULTS.test_split, show_default=True, help="Fraction of clips for the final test.")
+@click.option("--max-duration-seconds", default=DEFAULTS.max_duration_seconds, show_default=True, help="Longer clips are left out (and listed).")
+@click.option("--post-correction/--no-post-correction", default=DEFAULTS.post_correction, show_default=True, help="Learn the character post-corrector.")
 @click.option("--keep-case", is_flag=True, help="Do not lowercase transcripts.")
 @click.option("--keep-punctuation", is_flag=True, help="Do not remove punctuation.")
 @click.option("--remove-numbers", is_flag=True, help="Remove digits from transcripts.")
 @click.option("--device", help="cpu or cuda (default: cuda when present).")
-@click.option("--seed", default=42, show_default=True, help="Random seed (splits, initialisation, order).")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, help="Random seed (splits, initialisation, order).")
 def main(metadata, audio_column, text_column, id_column, audio_base, synthetic, output_dir, preset, base_model,
          base_checkpoint, epochs, batch_size, gradient_accumulation_steps, learning_rate, warmup_steps, val_split,
          test_split, max_duration_seconds, post_correction, keep_case, keep_punctuation, remove_numbers, device, seed):
@@ -77,7 +63,11 @@ def main(metadata, audio_column, text_column, id_column, audio_base, synthetic, 
 
         examples = synthetic_examples(synthetic, seed=seed)
     elif metadata:
-        examples = _read_metadata(metadata, audio_column, text_column, id_column, audio_base)
+        try:
+            examples = read_metadata(metadata, audio_column=audio_column, text_column=text_column,
+                                     id_column=id_column, audio_base=audio_base)
+        except DatasetError as exc:
+            raise click.ClickException(str(exc)) from exc
     else:
         raise click.UsageError("Give --metadata CSV or --synthetic N")
     config = AsrTrainConfig(

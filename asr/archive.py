@@ -29,6 +29,12 @@ from git_lfs import is_lfs_pointer
 logger = logging.getLogger(__name__)
 
 MODEL_ARCHIVE_NAME = "asr_model.pth.tar"
+# A model folder's weights: one file, or an index naming its shards. Any one of them makes a folder whole.
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_FILE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+WEIGHT_FILES = (SAFETENSORS_FILE, SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX)
 GiB = 1024**3
 # Wav2Vec2-BERT 2.0 in float32 is a 2.3 GB weights file; the caps leave room for larger encoders.
 MAX_MEMBER_BYTES = 8 * GiB

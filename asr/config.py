@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from asr.text import TextNormalization
+from skips import SkipReport
 
 DEFAULT_BASE_MODEL = "facebook/w2v-bert-2.0"  # the pretrained encoder fine-tuned by default (docs/asr.md)
 
@@ -87,7 +88,7 @@ class AsrTrainResult:
     epochs_completed: int
     stopped: bool = False  # should_stop() ended training before the last epoch; nothing was exported
     vocabulary: dict[str, Any] = field(default_factory=dict)  # size, rare characters, new characters
-    skipped: dict[str, Any] = field(default_factory=dict)  # ids left out, by reason
+    skipped: SkipReport = field(default_factory=lambda: SkipReport(noun="utterance"))  # clips left out, and why
 
     def job_result(self) -> dict[str, Any]:
         """The ``result`` keys of an ASR training job (plus a few extras the plugin ignores).

@@ -12,7 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from transformers import SeamlessM4TFeatureExtractor
 from asr.audio import SAMPLE_RATE, as_waveform, log_mel
 from asr.text import TextNormalization, normalize_text
 from asr.vocab import Vocabulary
-from skips import EMPTY_TEXT, TOO_LONG, TOO_SHORT, UNDECODABLE_AUDIO, SkipReport
+from skips import EMPTY_TEXT, TOO_LONG, TOO_SHORT, UNDECODABLE_AUDIO, SkipReport, SkippedItem
 
 logger = logging.getLogger(__name__)
 
@@ -45,26 +45,6 @@ class PreparedClip:
     duration: float  # seconds
 
 
-#: A skip reason -> its key in train_asr's ``skipped`` result (the keys results and the ASR handler read).
-_RESULT_KEYS = {TOO_LONG: "too_long", UNDECODABLE_AUDIO: "unreadable", EMPTY_TEXT: "empty_text",
-                TOO_SHORT: "text_too_long_for_audio"}
-
-
-def skipped_result(report: SkipReport) -> dict[str, Any]:
-    """The ``skipped`` result of a run: ``too_long`` (id -> seconds), ``unreadable`` (id -> error), and the
-    ids of ``empty_text`` and ``text_too_long_for_audio`` utterances."""
-    result: dict[str, Any] = {"too_long": {}, "unreadable": {}, "empty_text": [], "text_too_long_for_audio": []}
-    for item in report:
-        key = _RESULT_KEYS[item.reason]
-        if key == "too_long":
-            result[key][item.id] = item.facts["seconds"]
-        elif key == "unreadable":
-            result[key][item.id] = item.detail
-        else:
-            result[key].append(item.id)
-    return result
-
-
 def prepare_clips(
     examples: Sequence[AsrExample],
     normalization: TextNormalization,
@@ -76,35 +56,33 @@ def prepare_clips(
     """Decode, normalise and featurise ``examples`` (in parallel threads: decoding and FFTs release the GIL)."""
     report = SkipReport(noun="utterance")
 
-    def prepare(example: AsrExample) -> PreparedClip | tuple[str, str | float]:
+    def prepare(example: AsrExample) -> PreparedClip | SkippedItem:
+        clip_id = str(example.id)
         text = normalize_text(example.text, normalization)
         if not text:
-            return ("empty", "")
+            return SkippedItem.of(clip_id, EMPTY_TEXT, "nothing left once normalised")
         try:
             wave = as_waveform(example.audio)
         except Exception as exc:  # any decoder failure is one bad file, not a failed job
-            return ("unreadable", f"{type(exc).__name__}: {exc}")
+            return SkippedItem.of(clip_id, UNDECODABLE_AUDIO, f"{type(exc).__name__}: {exc}")
         duration = len(wave) / SAMPLE_RATE
         if duration < 0.1:
-            return ("unreadable", f"only {duration:.3f} s of audio")
+            return SkippedItem.of(clip_id, UNDECODABLE_AUDIO, f"only {duration:.3f} s of audio")
         if max_duration_seconds and duration > max_duration_seconds:
-            return ("long", round(duration, 2))
+            seconds = round(duration, 2)
+            return SkippedItem.of(clip_id, TOO_LONG, f"{seconds} s > max_duration_seconds {max_duration_seconds:g} s",
+                                  seconds=seconds)
         feats = log_mel(feature_extractor, wave)
-        return PreparedClip(str(example.id), text, feats.astype(np.float16), duration)
+        return PreparedClip(clip_id, text, feats.astype(np.float16), duration)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         outcomes = list(pool.map(prepare, examples))
     clips: list[PreparedClip] = []
-    for example, outcome in zip(examples, outcomes):
+    for outcome in outcomes:
         if isinstance(outcome, PreparedClip):
             clips.append(outcome)
-        elif outcome[0] == "empty":
-            report.add(str(example.id), EMPTY_TEXT, "nothing left once normalised")
-        elif outcome[0] == "long":
-            report.add(str(example.id), TOO_LONG, f"{outcome[1]} s > max_duration_seconds {max_duration_seconds:g} s",
-                       seconds=float(outcome[1]))
         else:
-            report.add(str(example.id), UNDECODABLE_AUDIO, str(outcome[1]))
+            report.append(outcome)
     too_long = [item for item in report if item.reason == TOO_LONG]
     if too_long:
         logger.warning(

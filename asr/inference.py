@@ -18,10 +18,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from asr.archive import extract_model_archive, find_model_folder
 from asr.audio import AudioInput
 from asr.decode import DecodeOptions, Transcriber
-from asr.model import load_ctc_model, pick_device
+from asr.model import load_ctc_model, model_folder, pick_device
 from asr.postcorrect import find_post_corrector
 from asr.vocab import load_feature_extractor, load_vocabulary
 
@@ -32,22 +31,18 @@ _CACHE: dict[tuple, Transcriber] = {}
 _EXTRACTED: dict[str, Path] = {}
 
 
-def prepare_model_dir(model: str | Path, dest: str | Path | None = None) -> Path:
-    """The model folder for ``model``: a folder as it is, an archive safely extracted into ``dest``
-    (default: a private temporary folder removed at exit)."""
+def prepare_model_dir(model: str | Path) -> Path:
+    """The model folder for ``model``: a folder as it is, an archive extracted once per process into a
+    private temporary folder removed at exit. Raises ``ModelFolderError``; the weights are checked on load."""
     path = Path(model)
-    if path.is_dir():
-        return find_model_folder(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ASR model {model} does not exist")
-    if dest is None:
-        key = str(path.resolve())
-        if key not in _EXTRACTED or not _EXTRACTED[key].exists():
-            tmp = Path(tempfile.mkdtemp(prefix="asr_model_"))
-            atexit.register(shutil.rmtree, tmp, True)
-            _EXTRACTED[key] = extract_model_archive(path, tmp)
-        return _EXTRACTED[key]
-    return extract_model_archive(path, Path(dest))
+    if path.is_dir() or not path.is_file():
+        return model_folder(path, check=False)
+    key = str(path.resolve())
+    if key not in _EXTRACTED or not _EXTRACTED[key].exists():
+        tmp = Path(tempfile.mkdtemp(prefix="asr_model_"))
+        atexit.register(shutil.rmtree, tmp, True)
+        _EXTRACTED[key] = model_folder(path, tmp, check=False)
+    return _EXTRACTED[key]
 
 
 def load_transcriber(

@@ -14,16 +14,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from asr.config import AsrTrainConfig
-from asr.recording_check import DEFAULT_THRESHOLD, check_threshold
+from asr.recording_check import DEFAULT_THRESHOLD
 from asr.text import TextNormalization
-from job_settings import JobSettingError, JobSettings
+from job_settings import BASE_CHECKPOINT, FROM_SCRATCH, LANGUAGE, PRESET, JobSettingError, JobSettings
 
 logger = logging.getLogger(__name__)
 
-BASE_CHECKPOINT = "model.base_checkpoint"
 BASE_MODEL = "model.base_model"
-FROM_SCRATCH = "model.from_scratch"
-PRESET = "model.preset"
 
 # Training keys that take their manifest name as the AsrTrainConfig field (the earlier worker's keys).
 _WHOLE_NUMBERS = ("epochs", "batch_size", "gradient_accumulation_steps", "eval_steps", "save_steps", "seed")
@@ -117,7 +114,7 @@ class TranscriptionSettings:
                    suppress_unk=settings.flag("inference.suppress_unk", True),
                    # as written: a space is a replacement too
                    unk_replacement=str(settings.raw("inference.unk_replacement", "")),
-                   language=settings.text("model.language") or None)
+                   language=settings.text(LANGUAGE) or None)
 
 
 @dataclass(frozen=True)
@@ -131,10 +128,5 @@ class CheckSettings:
     def from_job(cls, job: Mapping[str, Any]) -> "CheckSettings":
         """``inference.check_recordings`` (true) and ``inference.check_threshold`` (0.5)."""
         settings = JobSettings(job)
-        enabled = settings.flag("inference.check_recordings", True)
-        try:
-            threshold = check_threshold(settings.raw("inference.check_threshold", DEFAULT_THRESHOLD),
-                                        "inference.check_threshold")
-        except ValueError as exc:
-            raise JobSettingError(str(exc)) from None
-        return cls(enabled, threshold)
+        return cls(settings.flag("inference.check_recordings", True),
+                   settings.number("inference.check_threshold", DEFAULT_THRESHOLD, minimum=0, maximum=1))

@@ -13,20 +13,20 @@ import json
 import logging
 import pickle
 import re
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import Wav2Vec2BertConfig, Wav2Vec2BertForCTC
 
-from asr.archive import one_line_message
+from asr.archive import (BIN_FILE, BIN_INDEX, SAFETENSORS_FILE, SAFETENSORS_INDEX, extract_model_archive,
+                         find_model_folder, one_line_message)
 from asr.vocab import Vocabulary, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "wav2vec2-bert"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-BIN_INDEX = "pytorch_model.bin.index.json"
 
 
 class ModelFolderError(ValueError):
@@ -138,6 +138,31 @@ def load_ctc_model(model_dir: Path, **overrides) -> Wav2Vec2BertForCTC:
         raise ModelFolderError(f"the model cannot be loaded: {one_line_message(exc)}") from exc
 
 
+def model_folder(source: str | Path, dest: str | Path | None = None, *, check: bool = True) -> Path:
+    """The model folder of ``source``: a folder as it is (or its one sub-folder holding config.json), or an
+    ``asr_model.pth.tar`` extracted safely into ``dest`` afresh (what an earlier attempt left there never mixes
+    in), then checked with ``check_model_folder`` unless ``check`` is false (a pretrained encoder has no CTC
+    head to check). Every reason it cannot be used is a ``ModelFolderError`` with a one-line message."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            folder = find_model_folder(path)
+        elif not path.is_file():
+            raise ModelFolderError(f"the model {source} does not exist")
+        elif dest is None:
+            raise TypeError("model_folder needs a folder to extract an archive into")
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
+            folder = extract_model_archive(path, Path(dest))
+    except ModelFolderError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:  # an ArchiveError (unsafe, unreadable) or no config.json
+        raise ModelFolderError(str(exc)) from exc
+    if check:
+        check_model_folder(folder)
+    return folder
+
+
 def check_model_folder(model_dir: Path) -> None:
     """Check, without loading the weights, that ``model_dir`` holds a usable Wav2Vec2-BERT CTC model.
 
@@ -195,7 +220,7 @@ def _read_config(model_dir: Path) -> Wav2Vec2BertConfig:
 
 def _weight_shapes(model_dir: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
     """(the weight files' names for messages, tensor name -> shape) of a model folder."""
-    for index_name, single in ((SAFETENSORS_INDEX, "model.safetensors"), (BIN_INDEX, "pytorch_model.bin")):
+    for index_name, single in ((SAFETENSORS_INDEX, SAFETENSORS_FILE), (BIN_INDEX, BIN_FILE)):
         index = model_dir / index_name
         if index.is_file():  # sharded: the index names the files
             try:

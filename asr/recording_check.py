@@ -15,10 +15,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jiwer
 
@@ -150,23 +150,16 @@ def percent(value: float) -> str:
     return f"{round(value * 100, 1):g} %"
 
 
-def write_check_csv(rows: Sequence[CheckedRecording], path: Path) -> Path:
-    """The rows (in the order given) as CSV with ``CSV_COLUMNS``."""
+def write_check_csv(rows: Iterable[CheckedRecording | Mapping[str, str]], path: Path,
+                    columns: Sequence[str] = CSV_COLUMNS) -> Path:
+    """The rows (in the order given; a ``CheckedRecording`` or a row of ``columns``) as CSV, written beside
+    ``path`` and renamed onto it, so a reader never sees half a table."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+    part = path.with_name(path.name + ".part")
+    with part.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
-        writer.writerows(row.csv_row() for row in rows)
+        writer.writerows(row.csv_row() if isinstance(row, CheckedRecording) else row for row in rows)
+    os.replace(part, path)
     return path
-
-
-def check_threshold(value: object, key: str) -> float:
-    """A threshold from the manifest: a CER from 0 to 1. Raises ValueError naming ``key``."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not (math.isfinite(number) and 0 <= number <= 1):
-        raise ValueError(f"{key} must be a number from 0 to 1 (0.5 = 50 %), not {value!r}")
-    return number

@@ -27,7 +27,7 @@ from transformers import PrinterCallback, Trainer, Wav2Vec2BertForCTC, set_seed
 from asr.archive import write_model_archive
 from asr.callbacks import BEST_STATE_FILE, AsrProgressCallback, argmax_logits, make_compute_metrics
 from asr.config import AsrTrainConfig, AsrTrainResult
-from asr.data import AsrExample, CtcCollator, drop_unalignable, prepare_clips, skipped_result, split_clips
+from asr.data import AsrExample, CtcCollator, drop_unalignable, prepare_clips, split_clips
 from asr.decode import Transcriber
 from asr.model import (
     install_eval_logit_mask,
@@ -36,6 +36,7 @@ from asr.model import (
     model_from_base,
     model_from_checkpoint,
     model_from_preset,
+    model_folder,
     pick_device,
 )
 from asr.postcorrect import FILE_NAME as POST_CORRECTOR_FILE
@@ -46,7 +47,6 @@ from asr.training import (
     index_tables,
     jsonable,
     read_metrics,
-    resolve_checkpoint_folder,
     run_vocabulary,
     score_clips,
     training_arguments,
@@ -87,7 +87,9 @@ def train_asr(
     if config.eval_steps:
         logger.info("eval_steps=%s ignored: evaluation runs once per epoch (one metrics row per epoch)", config.eval_steps)
 
-    base_dir = resolve_checkpoint_folder(config.base_checkpoint, layout.base_checkpoint) if config.base_checkpoint else None
+    base_dir = None
+    if config.base_checkpoint:  # checked as model_from_checkpoint loads it
+        base_dir = model_folder(config.base_checkpoint, layout.base_checkpoint, check=False)
     feature_source = base_dir if base_dir else (None if config.preset else config.base_model)
     feature_extractor = load_feature_extractor(feature_source)
 
@@ -170,7 +172,7 @@ def train_asr(
         logger.info("Training stopped on request after %d epoch(s); nothing exported", epochs_completed)
         return AsrTrainResult(
             None, None, layout.metrics_csv, callback.best_epoch, finite_or_none(callback.best_cer), {}, train_metrics,
-            False, epochs_completed, stopped=True, vocabulary=vocabulary_info(vocab_report), skipped=skipped_result(skipped),
+            False, epochs_completed, stopped=True, vocabulary=vocabulary_info(vocab_report), skipped=skipped,
         )
 
     if not val or not (layout.best_model / "config.json").exists():
@@ -195,7 +197,7 @@ def train_asr(
         "test_results": test_results,
         "splits": {"train": len(train), "validation": len(val), "test": len(test)},
         "vocabulary": vocabulary_info(vocab_report),
-        "skipped": skipped_result(skipped),
+        "skipped": [{"id": item.id, "reason": item.reason, "detail": item.detail} for item in skipped],
         "post_corrector_used": corrector_used,
     }
     (layout.best_model / "training_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -207,5 +209,5 @@ def train_asr(
     return AsrTrainResult(
         archive, layout.best_model, layout.metrics_csv, callback.best_epoch, finite_or_none(callback.best_cer),
         test_results, train_metrics, corrector_used, epochs_completed,
-        vocabulary=vocabulary_info(vocab_report), skipped=skipped_result(skipped),
+        vocabulary=vocabulary_info(vocab_report), skipped=skipped,
     )

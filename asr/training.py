@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainingArguments, Wav2Vec2BertForCTC
 
-from asr.archive import MODEL_ARCHIVE_NAME, extract_model_archive, find_model_folder
+from asr.archive import MODEL_ARCHIVE_NAME, WEIGHT_FILES
 from asr.config import AsrTrainConfig
 from asr.data import PreparedClip
 from asr.decode import Transcriber
@@ -100,20 +100,7 @@ def _complete_checkpoint(folder: Path) -> bool:
         json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json",
-                                                      "pytorch_model.bin"))
-
-
-def resolve_checkpoint_folder(checkpoint: str | Path, dest: Path) -> Path:
-    """A model folder from an ``asr_model.pth.tar`` (extracted safely into ``dest``) or a folder."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        return find_model_folder(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Base checkpoint {checkpoint} does not exist")
-    if dest.exists():
-        shutil.rmtree(dest)  # a stale extraction from an earlier attempt must not mix with this one
-    return extract_model_archive(path, dest)
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 def run_vocabulary(

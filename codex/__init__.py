@@ -55,6 +55,8 @@ from .layout import (
     SOURCE_DIR,
     TARGET_DIR,
     attachment_paths,
+    attachment_project_path,
+    attachment_twin,
     list_notebook_paths,
     notebook_segment,
     source_path_for,
@@ -90,6 +92,7 @@ __all__ = [
     # layout
     "TARGET_DIR", "SOURCE_DIR", "ATTACHMENTS_DIR", "FILES_DIR", "POINTERS_DIR", "AUDIO_EXTENSIONS",
     "notebook_segment", "source_path_for", "target_path_for", "attachment_paths", "list_notebook_paths",
+    "attachment_project_path", "attachment_twin",
     # lfs
     "LfsPointer", "parse_lfs_pointer", "is_lfs_pointer", "lfs_pointer_for",
     # notebook

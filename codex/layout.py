@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 
-from storage import ProjectStore
+from storage import ProjectStore, confine_path
 
 TARGET_DIR = "files/target"
 SOURCE_DIR = ".project/sourceTexts"
@@ -34,6 +34,30 @@ def target_path_for(source_path: str) -> str:
 def attachment_paths(segment: str, filename: str) -> tuple[str, str]:
     """``(files_path, pointers_path)`` of an attachment: ``url`` names the first; git holds the second."""
     return f"{FILES_DIR}/{segment}/{filename}", f"{POINTERS_DIR}/{segment}/{filename}"
+
+
+def attachment_project_path(path: str) -> str | None:
+    """The project path of an attachment named relative or absolute on the translator's machine (either
+    slash): ``C:\\Users\\ana\\proj\\.project\\attachments\\JHN\\a.webm`` -> ``.project/attachments/JHN/a.webm``.
+    The cut is at the innermost ``.project/attachments/``: a project kept inside another one's attachments
+    folder has its own ``.project`` deepest (docs/job_protocol.md). None when the path holds no
+    ``.project/attachments/``; ``UnsafePath`` when the rest of it leaves the project."""
+    unified = path.replace("\\", "/")
+    at = unified.rfind(f"/{ATTACHMENTS_DIR}/")
+    if at >= 0:
+        unified = unified[at + 1:]
+    elif not unified.startswith(f"{ATTACHMENTS_DIR}/"):
+        return None
+    return confine_path(unified, what="path")
+
+
+def attachment_twin(path: str) -> str | None:
+    """The other half of a ``files/`` <-> ``pointers/`` attachment pair (a checkout keeps the bytes in the
+    first, git the second); None for any other path."""
+    for here, there in ((POINTERS_DIR, FILES_DIR), (FILES_DIR, POINTERS_DIR)):
+        if path.startswith(here + "/"):
+            return there + path[len(here):]
+    return None
 
 
 def list_notebook_paths(store: ProjectStore, kind: str = "target") -> list[str]:

@@ -12,7 +12,8 @@ from typing import Any, Iterable, Mapping
 from git_lfs import fetch_real
 from storage import ProjectStore, UnsafePath, confine_path
 
-from .layout import ATTACHMENTS_DIR, AUDIO_EXTENSIONS, attachment_paths, notebook_segment
+from .layout import (ATTACHMENTS_DIR, AUDIO_EXTENSIONS, attachment_paths, attachment_project_path,
+                     notebook_segment)
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,10 @@ def take_candidate_paths(notebook_path: str, take: AudioTake) -> list[str]:
     url = take.url.strip()
     while url.startswith("./"):
         url = url[2:]
-    # Some editor versions wrote absolute file-system paths; the project-relative part starts here.
-    anchor = url.find(f"/{ATTACHMENTS_DIR}/")
-    if anchor >= 0:
-        url = url[anchor + 1:]
+    try:  # some editor versions wrote absolute file-system paths
+        url = attachment_project_path(url) or url
+    except UnsafePath:
+        pass  # the url as written is refused below; the notebook's own folder may still hold the take
     filename = posixpath.basename(url) or f"{take.audio_id}.webm"
     segments = []
     match = re.match(rf"^{re.escape(ATTACHMENTS_DIR)}/(?:files|pointers)/(.+)/[^/]+$", url)

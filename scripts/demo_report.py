@@ -39,10 +39,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import codex  # noqa: E402
-from asr.recording_check import CheckSummary, check_threshold  # noqa: E402
+from asr.job_settings import CheckSettings  # noqa: E402
+from asr.recording_check import CheckSummary  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 from handlers.asr.w2v2bert.recording_check import CHECK_CSV, CHECK_PAGE  # noqa: E402
 from handlers.common import load_notebooks  # noqa: E402
+from job_settings import JobSettingError  # noqa: E402
 from jobs import JobRow, JobState, describe_jobs, job_paths  # noqa: E402
 from storage import UnsafePath  # noqa: E402
 from stores import open_project  # noqa: E402
@@ -462,8 +464,8 @@ def recording_checks(project: Path, jobs: Sequence[JobRow]) -> list[RecordingChe
 
 def _check_message(rows: Sequence[dict[str, str]], threshold: object) -> str:
     try:
-        limit = check_threshold(threshold, "check_threshold")
-    except ValueError:
+        limit = CheckSettings.from_job({"inference": {"check_threshold": threshold}}).threshold
+    except JobSettingError:
         limit = 0.5
     over = sum(1 for r in rows if (_number(r.get("cer", "")) or 0) > limit)
     return CheckSummary(len(rows), over, limit).message

@@ -95,7 +95,10 @@ def test_recording_check_settings():
         CheckSettings(False, 0.3)
     with pytest.raises(JobSettingError) as caught:
         CheckSettings.from_job({"inference": {"check_threshold": "half"}})
-    assert str(caught.value) == "inference.check_threshold must be a number from 0 to 1 (0.5 = 50 %), not 'half'"
+    assert str(caught.value) == "job setting 'inference.check_threshold' must be a number, not 'half'"
+    with pytest.raises(JobSettingError, match="^job setting 'inference.check_threshold' must be between 0 and 1, "
+                                              "not 1.5$"):
+        CheckSettings.from_job({"inference": {"check_threshold": 1.5}})
 
 
 def test_the_package_exports_its_main_names():

@@ -12,7 +12,7 @@ from transformers import Wav2Vec2BertForCTC
 from asr import AsrTrainConfig, train_asr
 from asr.archive import extract_model_archive
 from training_metrics import ASR_METRICS_COLUMNS as METRICS_COLUMNS
-from asr.data import AsrExample, PreparedClip, ctc_alignable, prepare_clips, skipped_result, split_clips
+from asr.data import AsrExample, PreparedClip, ctc_alignable, prepare_clips, split_clips
 from asr.model import install_eval_logit_mask, logit_lengths, model_from_checkpoint, model_from_preset
 from asr.postcorrect import PostCorrector, align_outputs, learn_post_corrector, validate_post_corrector
 from asr.synthetic import synth_speech, synthetic_examples
@@ -21,6 +21,8 @@ from asr.vocab import build_vocabulary, load_feature_extractor, load_vocabulary
 from asr.job_settings import train_config_from_job
 from conftest import block_network
 from job_settings import JobSettingError
+import skips
+from handlers.asr.w2v2bert.training_run import _skip_counts
 from skips import SkipReport
 
 TINY = dict(preset="tiny", batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3, warmup_steps=0.1, seed=3)
@@ -214,7 +216,7 @@ def test_cli_trains_from_a_metadata_csv(tmp_path):
 
     import train_w2v2bert_asr
 
-    rows = ["file_name,transcription,verse_id"]
+    rows = ["file_name,transcription,cell_id"]
     for e in synthetic_examples(8, seed=4):
         soundfile.write(tmp_path / f"{e.id}.wav", e.audio, 16000)
         rows.append(f"{e.id}.wav,{e.text},{e.id}")
@@ -228,6 +230,33 @@ def test_cli_trains_from_a_metadata_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("path,text\nx.wav,hello\n")
     bad = CliRunner().invoke(train_w2v2bert_asr.main, ["--metadata", str(tmp_path / "bad.csv"), "--output-dir", str(tmp_path / "o2")])
     assert bad.exit_code == 1 and "lacks column(s) ['file_name', 'transcription']" in bad.output
+
+
+def test_cli_defaults_are_the_library_config_defaults():
+    import train_w2v2bert_asr
+
+    defaults = AsrTrainConfig()
+    options = {p.name: p.default for p in train_w2v2bert_asr.main.params}
+    names = ("epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_steps", "val_split",
+             "test_split", "max_duration_seconds", "post_correction", "base_model", "seed")
+    assert {name: options[name] for name in names} == {name: getattr(defaults, name) for name in names}
+
+
+def test_cli_defaults_follow_a_changed_library_default(monkeypatch):
+    import dataclasses
+    import importlib
+
+    import asr.config
+    import train_w2v2bert_asr
+
+    changed = dataclasses.make_dataclass("Changed", [("epochs", int, 77), ("seed", int, 5)], bases=(AsrTrainConfig,))
+    monkeypatch.setattr(asr.config, "AsrTrainConfig", changed)
+    try:
+        options = {p.name: p.default for p in importlib.reload(train_w2v2bert_asr).main.params}
+        assert (options["epochs"], options["seed"]) == (77, 5)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(train_w2v2bert_asr)
 
 
 # -- data preparation ---------------------------------------------------------------------------------
@@ -244,10 +273,30 @@ def test_long_empty_and_unreadable_clips_are_reported_not_dropped_silently(tmp_p
     ]
     clips, report = prepare_clips(examples, TextNormalization(), load_feature_extractor(None), max_duration_seconds=2.0)
     assert [c.id for c in clips] == ["ok-1"]
-    result = skipped_result(report)  # the keys train_asr's result and the ASR handler read
-    assert result["too_long"] == {"long-1": 3.0} and result["text_too_long_for_audio"] == []
-    assert result["empty_text"] == ["empty-1"] and list(result["unreadable"]) == ["bad-1"]
+    by_id = {item.id: item for item in report}  # what train_asr's result and the ASR handler read
+    assert {i: item.reason for i, item in by_id.items()} == {
+        "long-1": skips.TOO_LONG, "empty-1": skips.EMPTY_TEXT, "bad-1": skips.UNDECODABLE_AUDIO}
+    assert by_id["long-1"].facts == {"seconds": 3.0} and by_id["bad-1"].detail
     assert report.summary() == "Skipped 3 utterance(s): 1 audio too long, 1 empty text, 1 undecodable audio"
+
+
+def test_a_clip_too_long_for_the_library_counts_once_under_its_reason_in_training_skipped(tmp_path):
+    """The library and the cell selection name a skip alike: the handler's ``training_skipped`` adds them up
+    under skips.TOO_LONG's wording, never also under a key of the library's own."""
+    examples = synthetic_examples(6, seed=2)
+    limit = max(len(e.audio) for e in examples) / 16000 + 0.5
+    examples.append(AsrExample(np.zeros(int(16000 * (limit + 1)), np.float32), "too long", "long-1"))
+    config = AsrTrainConfig(epochs=1, val_split=0.0, test_split=0.0, max_duration_seconds=limit, **TINY)
+    result = train_asr(examples, tmp_path, config, device="cpu")
+    assert [(item.id, item.reason) for item in result.skipped] == [("long-1", skips.TOO_LONG)]
+    info = json.loads((result.model_dir / "training_info.json").read_text())
+    assert [(s["id"], s["reason"]) for s in info["skipped"]] == [("long-1", skips.TOO_LONG)]
+
+    selection = SkipReport()
+    selection.add("GEN 1:2", skips.EMPTY_TEXT)
+    assert _skip_counts(selection, result.skipped) == {skips.TOO_LONG: 1, skips.EMPTY_TEXT: 1}
+    selection.add("GEN 1:3", skips.TOO_LONG)    # the selection's own limit left out another clip
+    assert _skip_counts(selection, result.skipped) == {skips.TOO_LONG: 2, skips.EMPTY_TEXT: 1}
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 9, 40])
@@ -284,8 +333,6 @@ def test_ctc_alignability_counts_blanks_between_repeats():
     assert ctc_alignable([1, 2, 3], 3)
     assert not ctc_alignable([1, 1, 2], 3)
     assert ctc_alignable([1, 1, 2], 4)
-    assert skipped_result(SkipReport()) == {"too_long": {}, "unreadable": {}, "empty_text": [],
-                                            "text_too_long_for_audio": []}
 
 
 def test_config_from_manifest_job():

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codex  # noqa: E402
+import import_graph  # noqa: E402
 import skips  # noqa: E402
 from codex import (  # noqa: E402
     AttachmentIndex,
@@ -29,7 +30,7 @@ from codex import (  # noqa: E402
     transcription_change,
 )
 from local_store import LocalProjectStore  # noqa: E402
-from storage import VersionConflict  # noqa: E402
+from storage import UnsafePath, VersionConflict  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo_project"
 NOW = 1_800_000_000_000
@@ -294,6 +295,50 @@ def test_candidate_paths_in_preference_order():
     assert all(".." not in p for p in codex.take_candidate_paths("files/target/MAT.codex", hostile))
     assert codex.attachment_paths("MAT", "a.webm") == (".project/attachments/files/MAT/a.webm",
                                                        ".project/attachments/pointers/MAT/a.webm")
+
+
+# A project kept inside another project's attachments folder: its own .project is the innermost one.
+NESTED = "C:/x/.project/attachments/old/.project/attachments/files/GEN/a.webm"
+
+
+@pytest.mark.parametrize("named, project_path", [
+    (NESTED, ".project/attachments/files/GEN/a.webm"),
+    (NESTED.replace("/", "\\"), ".project/attachments/files/GEN/a.webm"),
+    (r"C:\Users\ana\proj\.project\attachments\JHN\a.webm", ".project/attachments/JHN/a.webm"),
+    ("./.project/attachments/pointers/JHN/a.webm", ".project/attachments/pointers/JHN/a.webm"),
+    (".project/attachments/JHN/a.webm", ".project/attachments/JHN/a.webm"),
+    ("files/target/JHN.codex", None),
+    ("/home/ana/proj/attachments/JHN/a.webm", None),
+])
+def test_attachment_project_path_cuts_at_the_innermost_attachments_folder(named, project_path):
+    assert codex.attachment_project_path(named) == project_path
+
+
+def test_attachment_project_path_refuses_what_leaves_the_project():
+    with pytest.raises(UnsafePath):
+        codex.attachment_project_path("/home/ana/p/.project/attachments/../../../etc/passwd")
+
+
+def test_attachment_twin_pairs_files_and_pointers_only():
+    files, pointers = codex.attachment_paths("GEN", "a.webm")
+    assert codex.attachment_twin(files) == pointers and codex.attachment_twin(pointers) == files
+    assert codex.attachment_twin(".project/attachments/GEN/a.webm") is None
+    assert codex.attachment_twin(".project/attachments/filesX/GEN/a.webm") is None
+
+
+@pytest.mark.parametrize("url", [NESTED, NESTED.replace("/", "\\")])
+def test_candidate_paths_of_a_nested_or_windows_url_start_at_the_innermost_attachments(url):
+    take = codex.AudioTake("a", url, 1, 1)
+    assert codex.take_candidate_paths("files/target/MAT.codex", take)[:3] == [
+        ".project/attachments/files/GEN/a.webm", ".project/attachments/pointers/GEN/a.webm",
+        ".project/attachments/files/MAT/a.webm"]
+
+
+def test_the_attachments_folder_is_named_in_codex_layout_only():
+    """jobs.py and codex/takes.py once each cut attachment paths with their own literal and rule."""
+    homes = [name for name, path in import_graph.project_modules().items()
+             if any(".project/attachments" in value for value in import_graph.string_constants(path))]
+    assert homes == ["codex.layout"]
 
 
 def test_fetch_take_skips_pointers_and_finds_old_layout(tmp_path):

@@ -28,6 +28,7 @@ from conftest import fast_config, make_job, run_worker, run_worker_in_thread
 from demo_env import BOOKS, DEMO, FILES, POINTERS, DemoProject, current_take, reference
 from handler_api import JobCallbacks
 from handlers.common import (
+    ALREADY_RECORDED,
     ASR_METRICS_COLUMNS,
     TTS_METRICS_COLUMNS,
     MetricsLog,
@@ -41,6 +42,7 @@ from handlers.common import (
     upload_job_files,
     write_generated_takes,
 )
+from job_settings import JobSettingError
 from local_store import LocalProjectStore
 from preprocess_audio import encode_audio, probe_audio
 from storage import StorageError, UnsafePath
@@ -480,6 +482,27 @@ def test_job_filters_come_from_the_manifest_sections(demo, tmp_path):
     assert [c["metadata"]["id"] for c in gen.cells if training.allows(c)] == ["GEN 1:1"]
     with pytest.raises(ValueError, match="training or inference"):
         job_filter(callbacks, "model")
+
+
+@pytest.mark.parametrize("written, spoken", [(None, False), (False, False), ("no", False), (True, True),
+                                             ("true", True), ("Yes", True)])
+def test_replace_recorded_reads_as_a_flag(demo, tmp_path, written, spoken):
+    """``"true"`` means true, as for every other flag; without it a listed recorded cell is left alone."""
+    notebooks = load_notebooks(inline_callbacks(demo.store, tmp_path)[0].scanner)
+    gen = next(nb for nb in notebooks if nb.path.endswith("GEN.codex"))
+    recorded = next(c["metadata"]["id"] for c in gen.cells if codex.plays_human_take(c))
+    inference = {"include_verses": [recorded, "GEN 1:4"], "replace_recorded": written}
+    callbacks, _ = inline_callbacks(demo.store, tmp_path, {"inference": inference})
+    selection = cells_needing_audio(callbacks, notebooks)
+    assert [c.cell_id for c in selection] == ([recorded, "GEN 1:4"] if spoken else ["GEN 1:4"])
+    assert selection.skipped.counts() == ({} if spoken else {ALREADY_RECORDED: 1})
+
+
+@pytest.mark.parametrize("written", ["maybe", 2, ["true"]])
+def test_replace_recorded_that_is_no_flag_fails_naming_the_key(demo, tmp_path, written):
+    callbacks, _ = inline_callbacks(demo.store, tmp_path, {"inference": {"replace_recorded": written}})
+    with pytest.raises(JobSettingError, match=r"'inference\.replace_recorded' must be true or false"):
+        cells_needing_audio(callbacks, load_notebooks(callbacks.scanner))
 
 
 def test_fetch_project_file_refuses_missing_pointer_only_and_outside_paths(demo, tmp_path):

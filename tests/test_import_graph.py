@@ -37,6 +37,35 @@ def test_one_module_knows_both_storage_backends(graph):
     assert importers["gitlab_jobs"] <= {"stores", "bench/bench_gitlab.py"}, importers
 
 
+# The command lines: they import libraries, never each other, and no library imports them.
+CLIS = {"worker_entry", "scale_workers", "train_stabletts", "inference_stabletts", "preprocess_stabletts",
+        "batch_tts_inference", "train_w2v2bert_asr", "inference_w2v2bert_asr", "gradio_demo_stabletts",
+        "gradio_demo_w2v2bert_asr", "gitlab_to_hf_dataset", "preprocess_audio"}
+# What the model libraries may not reach: the worker, its protocol and stores, and the handlers.
+WORKER_SIDE = {"worker", "job_process", "jobs", "handler_api", "handler_discovery", "stores", "storage",
+               "local_store", "local_jobs", "gitlab_jobs", "claim_records", "fleet", "preflight"}
+LIBRARIES = ("StableTTS", "tts", "asr")
+
+
+def _home(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_no_module_imports_a_command_line(graph):
+    """A script's helpers that others need live in a library (tests and scripts/ may drive the CLIs)."""
+    importers = {(node, e.target) for node, edges in graph.items() for e in edges
+                 if e.target in CLIS and "/" not in node and e.target != node}
+    # preprocess_audio and gitlab_to_hf_dataset are libraries with a command line of their own.
+    importers = {(node, target) for node, target in importers if target not in ("preprocess_audio", "gitlab_to_hf_dataset")}
+    assert importers == set(), sorted(importers)
+
+
+def test_the_model_libraries_know_nothing_of_the_worker(graph):
+    reached = {(node, e.target) for node, edges in graph.items() if _home(node) in LIBRARIES for e in edges
+               if _home(e.target) in WORKER_SIDE | {"handlers"}}
+    assert reached == set(), sorted(reached)
+
+
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = tmp_path / name

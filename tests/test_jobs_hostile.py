@@ -130,6 +130,8 @@ def test_response_of_the_earlier_worker_parses():
     (".project/attachments/pointers/JHN/audio-3.webm", ".project/attachments/pointers/JHN/audio-3.webm"),
     (r".project\attachments\pointers\JHN\audio-4.webm", ".project/attachments/pointers/JHN/audio-4.webm"),
     ("/home/a/.project/attachments/old/proj/.project/attachments/JHN/a.webm", ".project/attachments/JHN/a.webm"),
+    # the innermost .project/attachments/ is the project's own (the same rule as a take's url, codex.layout)
+    ("C:/x/.project/attachments/old/.project/attachments/files/GEN/a.webm", ".project/attachments/files/GEN/a.webm"),
 ])
 def test_voice_reference_absolute_or_windows_path_maps_into_the_project(written, expected):
     manifest = parse_manifest(yaml.safe_dump({"version": 1, "jobs": [make_job("v1", voice_reference=written)]}))

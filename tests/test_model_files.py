@@ -22,7 +22,7 @@ import torch
 import asr.archive as archive
 import StableTTS
 from asr.archive import ArchiveError, UnsafeArchiveError, extract_model_archive, extract_model_stream
-from asr.model import PRESETS, ModelFolderError, check_model_folder, load_ctc_model
+from asr.model import PRESETS, ModelFolderError, check_model_folder, load_ctc_model, model_folder
 from asr.postcorrect import PostCorrector, scan_post_correctors
 from asr.synthetic import synth_speech, synthetic_examples
 from asr.vocab import load_vocabulary
@@ -506,6 +506,33 @@ def test_existing_files_in_the_destination_survive_a_refusal(tmp_path):
     with pytest.raises(UnsafeArchiveError):
         extract_model_archive(evil, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"] and not (tmp_path / "escape.json").exists()
+
+
+def test_model_folder_extracts_afresh_and_checks(earlier_archive, tmp_path):
+    """The one archive-to-folder call: an earlier attempt's files never mix in, and the model is checked."""
+    dest = tmp_path / "dest"
+    (dest / "stale").mkdir(parents=True)
+    (dest / "stale" / "config.json").write_text("{}")      # would make two model folders
+    folder = model_folder(earlier_archive[0], dest)
+    assert folder == dest and not (dest / "stale").exists() and (dest / "model.safetensors").is_file()
+    assert model_folder(folder) == folder                   # a folder is taken as it is
+    broken = variant(earlier_archive, tmp_path, lambda f: (f / "model.safetensors").unlink())
+    with pytest.raises(ModelFolderError, match="^the model folder holds no weights"):
+        model_folder(broken, tmp_path / "b")
+    assert model_folder(broken, tmp_path / "b", check=False) == tmp_path / "b"   # an encoder: not checked
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "^the model .*nothing.pth.tar does not exist$"),
+    ("unsafe", "^Refusing model archive evil.pth.tar: member '../x.json': path leaves the folder"),
+    ("empty", "^No config.json in empty: not a Hugging Face model folder$"),
+])
+def test_every_reason_a_model_folder_cannot_be_had_is_one_error(tmp_path, case, expected):
+    source = {"missing": lambda: tmp_path / "nothing.pth.tar",
+              "unsafe": lambda: write_tar(tmp_path / "evil.pth.tar", [tar_file("config.json"), tar_file("../x.json")]),
+              "empty": lambda: (tmp_path / "empty").mkdir() or tmp_path / "empty"}[case]()
+    with pytest.raises(ModelFolderError, match=expected):
+        model_folder(source, tmp_path / "dest")
 
 
 def test_an_archive_error_is_a_value_error_for_older_callers():

@@ -20,12 +20,13 @@ import pytest
 import codex
 
 from asr.check_page import char_diff_html, write_check_page
+from asr.job_settings import CheckSettings
 from asr.recording_check import (CSV_COLUMNS, TRAINED_TAKES_FILE, CheckedRecording, CheckSummary, TrainedTakes,
-                                 character_error_rate, check_threshold, read_trained_takes, worst_first,
-                                 write_check_csv)
+                                 character_error_rate, read_trained_takes, worst_first, write_check_csv)
 from asr.text import TextNormalization
 from conftest import fast_config, run_worker
 from demo_env import BOOKS, FILES, DemoProject, current_take, reference
+from job_settings import JobSettingError
 
 SHORT_VERSES = ["JHN 1:2", "JHN 1:11", "JHN 1:6", "JHN 1:4", "JHN 1:1", "GEN 1:1", "GEN 1:3", "JHN 1:20"]
 SWAPPED = ("GEN 1:1", "GEN 1:3")
@@ -69,11 +70,24 @@ def test_rows_rank_worst_first_and_the_summary_reads_as_a_sentence(tmp_path):
                                                                                 ("GEN 1:3", "0.9000", "yes")]
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5, "half", None, True, float("nan")])
+def test_the_check_csv_writer_takes_other_columns_and_replaces_the_table_whole(tmp_path):
+    """The listening check of generated takes writes its own columns with the same writer."""
+    path = tmp_path / "check.csv"
+    path.write_text("old table")
+    columns = ("cell_id", "cer", "over_max_cer")
+    write_check_csv([{"cell_id": "c1", "cer": "0.7000", "over_max_cer": "yes"}], path, columns)
+    with path.open(newline="", encoding="utf-8") as fh:
+        assert list(csv.DictReader(fh)) == [{"cell_id": "c1", "cer": "0.7000", "over_max_cer": "yes"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["check.csv"]       # no part file left behind
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "half", True, float("nan"), float("inf")])
 def test_a_threshold_outside_zero_to_one_is_refused_naming_the_key(value):
-    with pytest.raises(ValueError, match=r"^inference.check_threshold must be a number from 0 to 1"):
-        check_threshold(value, "inference.check_threshold")
-    assert check_threshold("0.3", "k") == 0.3 and check_threshold(1, "k") == 1.0
+    with pytest.raises(JobSettingError,
+                       match=r"^job setting 'inference.check_threshold' must be (a number|between 0 and 1)"):
+        CheckSettings.from_job({"inference": {"check_threshold": value}})
+    assert [CheckSettings.from_job({"inference": {"check_threshold": v}}).threshold for v in ("0.3", 1, None)] == \
+        [0.3, 1.0, 0.5]
 
 
 def test_trained_takes_round_trip_and_a_hostile_file_is_ignored(tmp_path):
@@ -284,7 +298,7 @@ def test_inference_ranks_the_swapped_and_the_cut_recordings_first_and_changes_no
     assert demo.read_file("gpu_jobs/job_quiet/audio_text_check.csv") is None
     bad = demo.response("bad")      # refused before the model is even fetched
     assert bad["state"] == "failed"
-    assert bad["error_message"] == "inference.check_threshold must be a number from 0 to 1 (0.5 = 50 %), not 'half'"
+    assert bad["error_message"] == "job setting 'inference.check_threshold' must be a number, not 'half'"
 
 
 @pytest.mark.slow  # trains the module's small ASR model (~30 s)

@@ -30,6 +30,7 @@ from StableTTS.dit import sequence_mask
 from StableTTS import CheckpointError, build_model, load_model, load_state_dict_file, read_sidecar, save_checkpoint
 from StableTTS.text import PhonemeFrontend
 from tts import (
+    STATE_FILE,
     TrainConfig,
     TrainHooks,
     Utterance,
@@ -42,6 +43,7 @@ from tts import (
     train,
 )
 from tts.alignment import maximum_path_threaded
+from training_metrics import METRICS_FILE, TTS_METRICS_COLUMNS
 
 DEMO = ROOT / "examples" / "demo_project"
 
@@ -106,7 +108,7 @@ def test_interrupted_run_resumes_at_the_next_epoch_with_the_same_state(tmp_path,
 
     def remember(report):
         if report.epoch == 2:
-            at_epoch_2.update(torch.load(tmp_path / "a" / "resume" / "state.pt", weights_only=True))
+            at_epoch_2.update(torch.load(tmp_path / "a" / "resume" / STATE_FILE, weights_only=True))
 
     train(utterances, config, tmp_path / "a", cache_dir=cache_dir, resume_dir=tmp_path / "a" / "resume",
           hooks=TrainHooks(epoch_end=remember))
@@ -144,6 +146,24 @@ def assert_same_tensors(a, b) -> None:
             assert_same_tensors(a[key], b[key])
     else:
         assert a == b
+
+
+def test_the_library_writes_the_metrics_csv_before_each_epoch_hook(tmp_path, cache_dir):
+    """``tts.train`` owns ``training_metrics.csv`` (as ``train_asr`` does): a hook that uploads it sees the epoch."""
+    seen = []
+
+    def read_metrics(report):
+        with (tmp_path / "run" / METRICS_FILE).open() as fh:
+            seen.append([row["epoch"] for row in csv.DictReader(fh)])
+
+    result = train(demo_utterances(2), tiny_config(epochs=2, val_split=0.0), tmp_path / "run", cache_dir=cache_dir,
+                   hooks=TrainHooks(epoch_end=read_metrics))
+    assert seen == [["1"], ["1", "2"]]
+    with (tmp_path / "run" / METRICS_FILE).open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == TTS_METRICS_COLUMNS
+    assert [float(r["train_total_loss"]) for r in rows] == pytest.approx([h["train_total_loss"] for h in result.history],
+                                                                          rel=1e-5)
 
 
 def test_best_model_is_a_plain_state_dict_with_a_sidecar(tmp_path, cache_dir):

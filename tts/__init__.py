@@ -9,6 +9,7 @@ Public API::
     result = train([Utterance("GEN 1:1", "In the beginning…", Path("gen_1_1.webm"))], TrainConfig(epochs=50),
                    "run/", resume_dir="run/resume", hooks=TrainHooks(progress=print, epoch_end=on_epoch))
     result.checkpoint      # run/best_model.pt (+ run/best_model.json), result.best_epoch, result.history
+                           # run/training_metrics.csv: one row per epoch, written before hooks.epoch_end
 
     voice = load_voice(result.checkpoint)
     [audio] = synthesize(voice, ["In the beginning…"], load_reference("gen_1_1.webm"))  # SAMPLE_RATE samples

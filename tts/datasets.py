@@ -8,17 +8,14 @@ an upstream-style filelist.
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
+
+from audio_folder import DatasetError, read_audio_folder
 
 from .data import Utterance
 
 logger = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be read (the message names the file and the problem)."""
 
 
 def read_dataset(path: str | Path) -> list[Utterance]:
@@ -34,14 +31,8 @@ def read_dataset(path: str | Path) -> list[Utterance]:
 
 
 def _audio_folder(csv_path: Path) -> list[Utterance]:
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        if "file_name" not in columns or "transcription" not in columns:
-            raise DatasetError(f"{csv_path}: needs the columns file_name and transcription (has {', '.join(columns)})")
-        rows = list(reader)
-    utterances = [Utterance(row.get("cell_id") or row["file_name"], row["transcription"] or "",
-                            csv_path.parent / row["file_name"], row["file_name"]) for row in rows]
+    utterances = [Utterance(row.fields.get("cell_id") or row.file_name, row.text, row.audio, row.file_name)
+                  for row in read_audio_folder(csv_path)]
     return _unique(utterances, csv_path)
 
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from job_settings import JobSettingError, JobSettings
+from job_settings import FROM_SCRATCH, LANGUAGE, PRESET, JobSettingError, JobSettings
 from preprocess_audio import ENCODE_FORMATS
 from StableTTS.config import PRESETS
 from StableTTS.synthesis import SAMPLING
@@ -23,10 +23,8 @@ from .config import FRONTEND_CHOICES, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-LANGUAGE = "model.language"
 FRONTEND = "model.frontend"
 USE_UROMAN = "model.use_uroman"
-FROM_SCRATCH = "model.from_scratch"
 CHECK_WITH = "inference.check_with"
 MAX_CHECK_CER = "inference.max_check_cer"
 UNUSED_BY_TTS = ("save_steps", "eval_steps", "test_split")  # the earlier worker's; state is kept per epoch
@@ -59,7 +57,7 @@ def training_config(job: Mapping[str, Any], *, project_tag: str | None = None,
     settings = JobSettings(job)
     values = {
         "epochs": settings.integer("epochs", TrainConfig.epochs, minimum=1, maximum=9999),
-        "preset": settings.text("model.preset", TrainConfig.preset, choices=tuple(PRESETS)),
+        "preset": settings.text(PRESET, TrainConfig.preset, choices=tuple(PRESETS)),
         "pretrained": not settings.flag(FROM_SCRATCH, False),
         "language": text_language(job, project_tag),
         "frontend": frontend_choice(job),

@@ -4,7 +4,8 @@ One epoch = length-bucketed batches under a frame budget -> the model's own obje
 flow-matching losses with monotonic alignment search, random reference crops and CFG dropout, see
 ``StableTTS.forward``) under bf16 autocast where the GPU has it -> AdamW with gradient clipping and a
 warm-up + cosine learning rate -> a validation pass with fixed noise -> best model by validation loss ->
-resumable state -> ``hooks.epoch_end``. A saved state in ``resume_dir`` continues the run at the next epoch.
+resumable state -> ``out_dir/training_metrics.csv`` -> ``hooks.epoch_end``. A saved state in ``resume_dir``
+continues the run at the next epoch.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from StableTTS import CheckpointError, ModelConfig, StableTTS, load_weights, save_checkpoint, sidecar_path
 from StableTTS.synthesis import bf16_supported
 from StableTTS.text import frontend_from_dict
+from training_metrics import METRICS_FILE, TTS_METRICS_COLUMNS, MetricsLog
 
 from .alignment import aligns_on_cpu, cpu_alignment
 from .config import EpochReport, Losses, TrainConfig, TrainHooks, TrainResult
@@ -44,7 +46,8 @@ def train(
     cache_dir: str | Path | None = None, resume_dir: str | Path | None = None,
     hooks: TrainHooks | None = None, device: str | torch.device | None = None,
 ) -> TrainResult:
-    """Train a StableTTS voice on ``utterances``; the best epoch's model ends up in ``out_dir/best_model.pt``.
+    """Train a StableTTS voice on ``utterances``; the best epoch's model ends up in ``out_dir/best_model.pt``
+    and one row per epoch in ``out_dir/training_metrics.csv`` (written before ``hooks.epoch_end`` runs).
 
     ``cache_dir`` keeps mels and symbol ids between runs (default ``out_dir/cache``). ``resume_dir`` keeps the
     resumable state (default: none kept); a state found there is continued at its next epoch. ``hooks`` follow
@@ -117,6 +120,7 @@ def train(
         logger.info("Resuming at epoch %d of %d (best so far: epoch %d, %s %.4f)", start_epoch, config.epochs,
                     best_epoch, metric, best_value)
     extra = _sidecar_extra(config, origin, metric, train_clips, val_clips)
+    metrics = MetricsLog(out_dir / METRICS_FILE, TTS_METRICS_COLUMNS) if ranks.main else None
     epoch_seconds: list[float] = []
 
     for epoch in range(start_epoch, config.epochs + 1):
@@ -170,6 +174,8 @@ def train(
         eta = sum(epoch_seconds) / len(epoch_seconds) * (config.epochs - epoch)
         report = EpochReport(epoch, config.epochs, train_losses, val_losses, best_epoch, best_value, seconds, eta,
                              optimizer.param_groups[0]["lr"], history)
+        if metrics is not None:
+            metrics.follow(history)
         if ranks.main:
             logger.info("epoch %d/%d · train loss %.4f (diff %.4f, dur %.4f, prior %.4f)%s%s · %.1f s", epoch,
                         config.epochs, train_losses.total, train_losses.diff, train_losses.dur, train_losses.prior,
@@ -188,6 +194,8 @@ def train(
     if ranks.main and best.resolve() != target.resolve():
         shutil.copyfile(best, target)
         shutil.copyfile(sidecar_path(best), sidecar_path(target))
+    if metrics is not None:
+        metrics.follow(history)  # a resumed run with no epoch left to run still leaves the file complete
     barrier(ranks)
     return TrainResult(
         checkpoint=target, best_epoch=best_epoch, best_metric=metric, best_value=best_value, epochs=config.epochs,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import codex
 from codex import CellRef, Notebook, NotebookError, VerseFilter
+from job_settings import JobSettings, lookup
 from skips import SkipReport
 from storage import UnsafePath
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover - only for type checkers
 logger = logging.getLogger(__name__)
 
 FILTER_SECTIONS = ("training", "inference")
+REPLACE_RECORDED = "inference.replace_recorded"
 
 
 @dataclass
@@ -80,7 +82,7 @@ def job_filter(callbacks: "JobCallbacks", section: str) -> VerseFilter:
     (absent lists: every cell)."""
     if section not in FILTER_SECTIONS:
         raise ValueError(f"verse filters live in {' or '.join(FILTER_SECTIONS)}, not {section!r}")
-    value = callbacks.get_job_config(section)
+    value = lookup(callbacks.job_context, section)
     if value is None:
         return VerseFilter()
     if not isinstance(value, dict):
@@ -90,14 +92,11 @@ def job_filter(callbacks: "JobCallbacks", section: str) -> VerseFilter:
                                   _as_list(value.get("exclude_verses"), f"{section}.exclude_verses"))
 
 
-def _replace_recorded(callbacks: "JobCallbacks") -> bool:
-    """``inference.replace_recorded``: speak listed cells even where a translator's recording plays (the new
-    take is added beside it; the recording stays what the editor plays). Anything but ``true`` is no."""
-    value = callbacks.get_job_config("inference.replace_recorded", False)
-    if not isinstance(value, bool):
-        logger.warning("inference.replace_recorded is %r, not true/false; recorded cells are not spoken", value)
-        return False
-    return value
+def replaces_recorded(job: Mapping[str, Any]) -> bool:
+    """``inference.replace_recorded`` (false): speak listed cells even where a translator's recording plays
+    (the new take is added beside it; the recording stays what the editor plays). A value that is not
+    true/false raises ``JobSettingError``: the TTS modes read it before they train or load a voice."""
+    return JobSettings(job).flag(REPLACE_RECORDED, False)
 
 
 def _as_list(value: Any, name: str) -> list | None:
@@ -133,7 +132,8 @@ def cells_needing_audio(callbacks: "JobCallbacks", notebooks: Iterable[Notebook]
     ``inference.replace_recorded: true``. ``cell.text`` is the clean text to speak (HTML stripped, entities
     decoded)."""
     chosen = verse_filter if verse_filter is not None else job_filter(callbacks, "inference")
-    selection = codex.select_cells_needing_audio(notebooks, chosen, replace_recorded=_replace_recorded(callbacks))
+    replace = replaces_recorded(callbacks.job_context)
+    selection = codex.select_cells_needing_audio(notebooks, chosen, replace_recorded=replace)
     result = CellSelection(list(selection.cells), selection.skipped)
     result.skipped.log("needing audio")
     return result

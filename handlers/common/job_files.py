@@ -85,15 +85,10 @@ def fetch_project_file(callbacks: "JobCallbacks", path: str, dest: str | Path, *
     bytes exist (absent, empty, or only an LFS pointer).
     """
     safe = confine_path(path, what=field)
-    fetched = fetch_real(callbacks.scanner.download, [safe, *_attachment_twins(safe)], Path(dest))
+    twin = codex.attachment_twin(safe)
+    fetched = fetch_real(callbacks.scanner.download, [safe, *([twin] if twin else [])], Path(dest))
     if fetched.local is None:
         raise ProjectFileMissing(f"{field} names {path}, which is not in the project: {'; '.join(fetched.problems)}")
     logger.info("Fetched %s (%s) from %s", field, path, fetched.path)
     return fetched.local
 
-
-def _attachment_twins(path: str) -> list[str]:
-    for here, there in ((codex.POINTERS_DIR, codex.FILES_DIR), (codex.FILES_DIR, codex.POINTERS_DIR)):
-        if path.startswith(here + "/"):
-            return [there + path[len(here):]]
-    return []

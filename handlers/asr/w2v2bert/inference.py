@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from asr.job_settings import BASE_CHECKPOINT, CheckSettings, TranscriptionSettings
+from asr.job_settings import CheckSettings, TranscriptionSettings
 from asr.postcorrect import scan_post_correctors
-from handlers.common import ProjectFileMissing, completed, failure, load_notebooks
-from job_settings import JobInputError
-from storage import UnsafePath
+from handlers.common import completed, failure, load_notebooks
+from job_settings import BASE_CHECKPOINT
 
-from .job_inputs import fetch_base_checkpoint
+from .job_inputs import USER_ERRORS, fetch_base_checkpoint
 from .recording_check import check_recordings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ def run(job_context, callbacks) -> dict:
         from .transcription import load_model, transcribe_cells, transcription_phrase
 
         model = load_model(callbacks, checkpoint, f"{BASE_CHECKPOINT} {callbacks.get_job_config(BASE_CHECKPOINT)}")
-    except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
+    except USER_ERRORS as exc:
         return failure(str(exc))
     notebooks = load_notebooks(callbacks.scanner)
     # post_corrector_* keys: whether the model's .tm file was used (the earlier worker's SentenceTransmorgrifier

@@ -14,11 +14,10 @@ reads its settings).
   named) instead of the pretrained encoder. Without it, a pretrained encoder that is neither in this
   worker's Hugging Face cache nor downloadable fails the job at once, before any audio is fetched.
 
-Anything a translator or an admin can fix is raised as ``job_settings.JobInputError`` with a message that
-names the manifest key; the handlers turn it into a failed job (``handlers.common.failure``). Nothing here
-imports torch or
-transformers (seconds of start-up) before there is an extracted model to check, so a job whose inputs are
-wrong fails at once.
+Anything a translator or an admin can fix is one of ``USER_ERRORS`` (mostly ``job_settings.JobInputError``),
+with a message that names the manifest key; the handlers turn it into a failed job
+(``handlers.common.failure``). Nothing here imports torch or transformers (seconds of start-up) before there
+is a model archive or folder to look at, so a job whose other inputs are wrong fails at once.
 """
 
 from __future__ import annotations
@@ -27,17 +26,17 @@ import logging
 import shutil
 from pathlib import Path
 
-from asr.archive import extract_model_archive, find_model_folder
-from asr.job_settings import BASE_CHECKPOINT, BASE_MODEL, FROM_SCRATCH, starts_from_pretrained
-from handlers.common import fetch_project_file
-from job_settings import JobInputError
+from asr.archive import WEIGHT_FILES
+from asr.job_settings import BASE_MODEL, starts_from_pretrained
+from handlers.common import ProjectFileMissing, fetch_project_file
+from job_settings import BASE_CHECKPOINT, FROM_SCRATCH, JobInputError
 from storage import UnsafePath, confine_path
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "W2V2BERT"         # edits are authored "ASR W2V2BERT"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")  # any one will do
 INPUTS_DIR = "inputs"           # under the work dir: models fetched from the project
+USER_ERRORS = (JobInputError, ProjectFileMissing, UnsafePath)  # failures a translator can act on
 
 
 
@@ -50,15 +49,9 @@ def fetch_base_checkpoint(callbacks, work: Path) -> Path | None:
     # Saved under its own name: the library's messages about the archive name the file the translator knows.
     local = inputs / "archives" / Path(str(name)).name
     archive = fetch_project_file(callbacks, str(name), local, field=BASE_CHECKPOINT)
-    what = f"{BASE_CHECKPOINT} {name}"
-    folder = _extract(archive, inputs / "base_checkpoint", what)
-    logger.info("Base checkpoint %s extracted to %s", name, folder)
-    from asr.model import ModelFolderError, check_model_folder  # torch: only once there is a model to check
-
-    try:
-        check_model_folder(folder)
-    except ModelFolderError as exc:
-        raise JobInputError(f"{what} cannot be used: {exc}") from None
+    folder = _model_folder(archive, inputs / "base_checkpoint", f"{BASE_CHECKPOINT} {name} cannot be used",
+                           check=True)
+    logger.info("Base checkpoint %s extracted to %s and checked", name, folder)
     return folder
 
 
@@ -83,14 +76,11 @@ def resolve_base_model(callbacks, work: Path) -> str | None:
         shutil.rmtree(dest, ignore_errors=True)
         for file in files:
             fetch_project_file(callbacks, file, dest / file[len(path) + 1:], field=BASE_MODEL)
-        try:
-            folder = find_model_folder(dest)
-        except (ValueError, FileNotFoundError) as exc:
-            raise JobInputError(f"{BASE_MODEL} {name} is not a model folder: {exc}") from exc
+        folder = _model_folder(dest, dest, f"{BASE_MODEL} {name} is not a model folder", check=False)
     elif scanner.exists(path):
         archive = fetch_project_file(callbacks, path, work / INPUTS_DIR / "archives" / Path(path).name,
                                      field=BASE_MODEL)
-        folder = _extract(archive, dest, f"{BASE_MODEL} {name}")
+        folder = _model_folder(archive, dest, f"{BASE_MODEL} {name} cannot be used", check=False)
     else:
         require_hub_model(callbacks, name)
         return name
@@ -106,14 +96,14 @@ def require_hub_model(callbacks, name: str | None) -> None:
     if not starts_from_pretrained(callbacks.job_context):
         return
     from asr.config import DEFAULT_BASE_MODEL
-    from model_hub import hub_reachable, unavailable_reason
+    from model_hub import cached, hub_reachable, unavailable_reason
 
     repo = name or DEFAULT_BASE_MODEL
     if Path(repo).is_dir():
         return
     # Asked even when the model is cached: an unreachable hub switches this process to offline mode, so
     # loading the cached copy does not first wait out the host's retries.
-    if hub_reachable() or _hub_model_cached(repo):
+    if hub_reachable() or cached(repo, ("config.json", WEIGHT_FILES)):
         return
     what = f"{BASE_MODEL} {repo}" if name else f"The pretrained base model {repo}"
     raise JobInputError(f"{what} (config.json and its weights) cannot be had: "
@@ -121,21 +111,11 @@ def require_hub_model(callbacks, name: str | None) -> None:
                         "(a usable transcriber then needs far more recordings)")
 
 
-def _hub_model_cached(repo: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
+def _model_folder(source: Path, dest: Path, failure: str, *, check: bool) -> Path:
+    """``asr.model.model_folder``; what makes it unusable is a JobInputError ``<failure>: <why>``."""
+    from asr.model import ModelFolderError, model_folder  # torch: only once there is a model to look at
 
     try:
-        return isinstance(try_to_load_from_cache(repo, "config.json"), str) and \
-            any(isinstance(try_to_load_from_cache(repo, f), str) for f in WEIGHT_FILES)
-    except ValueError:  # not a valid hub id (HFValidationError): nothing of it can be cached
-        return False
-
-
-def _extract(archive: Path, dest: Path, what: str) -> Path:
-    # A folder left by an earlier attempt must not mix its files with this archive's.
-    shutil.rmtree(dest, ignore_errors=True)
-    try:
-        return extract_model_archive(archive, dest)
-    except (ValueError, FileNotFoundError) as exc:      # UnsafeArchiveError is a ValueError
-        raise JobInputError(f"{what} cannot be used: {exc}") from exc
-
+        return model_folder(source, dest, check=check)
+    except ModelFolderError as exc:
+        raise JobInputError(f"{failure}: {exc}") from exc

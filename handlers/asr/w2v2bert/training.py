@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from handlers.common import ProjectFileMissing, completed, failure, load_notebooks
-from job_settings import JobInputError
-from storage import UnsafePath
+from handlers.common import completed, failure, load_notebooks
 
+from .job_inputs import USER_ERRORS
 from .training_run import train_model, training_phrase
 
 logger = logging.getLogger(__name__)
@@ -22,7 +21,7 @@ def run(job_context, callbacks) -> dict:
     notebooks = load_notebooks(callbacks.scanner)
     try:
         trained = train_model(callbacks, job_context, notebooks)
-    except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
+    except USER_ERRORS as exc:
         return failure(str(exc))
     callbacks.clear_resume_state()
     return completed([training_phrase(trained.result)], trained.result)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 
 from asr.job_settings import CheckSettings, TranscriptionSettings
-from handlers.common import ProjectFileMissing, completed, failure, load_notebooks
-from job_settings import JobInputError
-from storage import UnsafePath
+from handlers.common import completed, failure, load_notebooks
 
+from .job_inputs import USER_ERRORS
 from .recording_check import check_recordings
 from .training_run import train_model, training_phrase
 from .transcription import load_model, transcribe_cells, transcription_phrase
@@ -29,7 +28,7 @@ def run(job_context, callbacks) -> dict:
         check = CheckSettings.from_job(job_context)
         trained = train_model(callbacks, job_context, notebooks, inference_follows=True)
         model = load_model(callbacks, trained.archive, "the model this job trained")
-    except (JobInputError, ProjectFileMissing, UnsafePath) as exc:
+    except USER_ERRORS as exc:
         return failure(str(exc))
     # Re-read: the cells that need text are those of the project as it is now, not before training.
     notebooks = load_notebooks(callbacks.scanner)

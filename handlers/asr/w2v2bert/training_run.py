@@ -28,6 +28,7 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from asr.training import OutputLayout
 from handler_api import JobInterrupted
 from handlers.common import collect_training_pairs, count, fetch_project_file, job_paths, upload_job_files
 from job_settings import JobInputError
+from skips import SkipReport
 
 from .job_inputs import MODEL_NAME, fetch_base_checkpoint, resolve_base_model
 
@@ -115,7 +117,7 @@ def train_model(callbacks, job_context: dict, notebooks, *, inference_follows: b
         "initialised_from": initialised_from(job_context, config),
         "epochs_completed": trained.epochs_completed,
         "training_clips": len(examples),
-        "training_skipped": _skip_counts(pairs.skipped.counts(), trained.skipped),
+        "training_skipped": _skip_counts(pairs.skipped, trained.skipped),
         "vocabulary_size": trained.vocabulary.get("size"),
         "new_characters": "".join(trained.vocabulary.get("new_chars") or []),
     }
@@ -159,13 +161,9 @@ def _save_for_takeover(callbacks, layout: OutputLayout) -> None:
     callbacks.save_resume_state(force=True)
 
 
-def _skip_counts(selection: dict[str, int], library: dict[str, Any]) -> dict[str, int]:
-    """Cells left out of training, by reason: by the cell selection, then by the library."""
-    counts = dict(selection)
-    for reason, ids in (library or {}).items():
-        if ids:
-            counts[reason.replace("_", " ")] = counts.get(reason.replace("_", " "), 0) + len(ids)
-    return counts
+def _skip_counts(selection: SkipReport, library: SkipReport) -> dict[str, int]:
+    """Cells left out of training, by reason: by the cell selection and by the library, one name per reason."""
+    return dict((Counter(selection.counts()) + Counter(library.counts())).most_common())
 
 
 def _keep_only_marker(callbacks, resume: Path, layout: OutputLayout, result: dict, work: Path) -> Path:

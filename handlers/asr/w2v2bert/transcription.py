@@ -14,15 +14,15 @@ read by ``asr.job_settings.TranscriptionSettings``.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from transformers.utils import logging as hf_logging
 
 from asr.audio import SAMPLE_RATE
-from asr.inference import load_transcriber, prepare_model_dir, transcribe
+from asr.inference import load_transcriber, transcribe
 from asr.job_settings import TranscriptionSettings
+from asr.model import model_folder
 from handlers.common import (UNDECODABLE_AUDIO, CellAudio, SkipReport, Transcript, cells_needing_text, count,
                              write_transcriptions)
 from job_settings import JobInputError
@@ -41,13 +41,10 @@ def load_model(callbacks, model: Path, what: str) -> Path:
     hf_logging.disable_progress_bar()   # a loading bar per model would clutter the worker's console
     callbacks.heartbeat(message="loading the ASR model")
     try:
-        folder = model
-        if model.is_file():
-            folder = Path(callbacks.get_work_dir()) / "model"
-            shutil.rmtree(folder, ignore_errors=True)     # never mix with a model of an earlier attempt
-            folder = prepare_model_dir(model, folder)
-        load_transcriber(folder, device=callbacks.get_device())      # cached: transcribe() reuses it
-    except (ValueError, OSError) as exc:         # unsafe archive, no config.json or vocab.json, bad weights
+        # checked as it loads; cached: transcribe() reuses it
+        folder = model_folder(model, Path(callbacks.get_work_dir()) / "model", check=False)
+        load_transcriber(folder, device=callbacks.get_device())
+    except (ValueError, OSError) as exc:         # ModelFolderError (a ValueError), or the disk's
         logger.exception("Cannot load the ASR model %s", model)
         raise JobInputError(f"{what} is not a usable ASR model: {exc}") from exc
     return folder

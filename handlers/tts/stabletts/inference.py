@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 
 from handlers.common import completed, failure, load_notebooks
+from handlers.common.cells import replaces_recorded
+from job_settings import BASE_CHECKPOINT
 from tts.job_settings import SynthesisSettings, text_language
 
 from .job_inputs import USER_ERRORS, checkpoint_sidecar, fetch_base_checkpoint, project_language_tag, voice_reference
@@ -34,9 +36,10 @@ def run(job_context, callbacks) -> dict:
     try:
         settings = SynthesisSettings.from_job(job_context)
         listen = ListenCheck(callbacks, job_context)
+        replaces_recorded(job_context)  # read again by the cell selection: checked here, before the voice loads
         checkpoint = fetch_base_checkpoint(callbacks, work)
         if checkpoint is None:
-            return failure("A TTS inference job needs model.base_checkpoint: the checkpoint_path of a finished "
+            return failure(f"A TTS inference job needs {BASE_CHECKPOINT}: the checkpoint_path of a finished "
                            "TTS training job (gpu_jobs/job_<id>/checkpoint/best_model.pt)")
         voice = load_job_voice(callbacks, checkpoint, text_language(job_context, project_language_tag(callbacks)))
         notebooks = load_notebooks(callbacks.scanner)

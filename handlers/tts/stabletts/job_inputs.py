@@ -27,7 +27,7 @@ import numpy as np
 
 import codex
 from handlers.common import ProjectFileMissing, fetch_cell_audio, fetch_project_file
-from job_settings import JobInputError
+from job_settings import BASE_CHECKPOINT, VOICE_REFERENCE, JobInputError
 from preprocess_audio import AudioError
 from storage import UnsafePath
 from StableTTS import CheckpointError, load_model, read_sidecar, sidecar_path
@@ -36,8 +36,6 @@ from tts import NoTrainingData, load_reference
 
 logger = logging.getLogger(__name__)
 
-BASE_CHECKPOINT = "model.base_checkpoint"
-VOICE_REFERENCE = "voice_reference"
 USER_ERRORS = (JobInputError, ProjectFileMissing, UnsafePath, CheckpointError, FrontendUnavailable,
                NoTrainingData, AudioError)  # failures a translator can act on: the message says what to fix
 

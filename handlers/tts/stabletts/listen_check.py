@@ -15,14 +15,12 @@ asr_text, verse_text, over_max_cer: yes for a take attached without selecting it
 
 from __future__ import annotations
 
-import csv
 import logging
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from asr.archive import extract_model_archive
-from asr.recording_check import character_error_rate, model_text_normalization
+from asr.recording_check import character_error_rate, model_text_normalization, write_check_csv
 from handlers.common import (GeneratedTake, ProjectFileMissing, count, fetch_project_file, job_paths,
                              upload_job_files)
 from job_settings import JobSettingError
@@ -142,7 +140,7 @@ class ListenCheck:
 
     def _load_model(self) -> Path | None:
         """The checking model's folder, extracted and checked; None (with ``why_not``) when it is unusable."""
-        from asr.model import ModelFolderError, check_model_folder
+        from asr.model import ModelFolderError, model_folder
 
         work = Path(self.callbacks.get_work_dir()) / CHECK_DIR
         shutil.rmtree(work, ignore_errors=True)
@@ -150,8 +148,7 @@ class ListenCheck:
         try:
             archive = fetch_project_file(self.callbacks, self.model_path, work / "archive" / Path(self.model_path).name,
                                          field=self.field)
-            folder = extract_model_archive(archive, work / "model")
-            check_model_folder(folder)
+            folder = model_folder(archive, work / "model")
         except (ProjectFileMissing, UnsafePath, ModelFolderError, ValueError, OSError) as exc:
             self.why_not = f"{what} cannot be used, so generated takes were not checked by listening: {exc}"
             logger.warning("%s", self.why_not, exc_info=True)
@@ -159,12 +156,7 @@ class ListenCheck:
         return folder
 
     def _upload(self, rows: list[dict[str, str]]) -> None:
-        local = Path(self.callbacks.get_work_dir()) / CHECK_DIR / GENERATED_CSV
-        local.parent.mkdir(parents=True, exist_ok=True)
-        ordered = sorted(rows, key=lambda r: -float(r["cer"] or -1))
-        with local.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(ordered)
+        ordered = sorted(rows, key=lambda r: -float(r["cer"] or -1))      # worst first, unheard last
+        local = write_check_csv(ordered, Path(self.callbacks.get_work_dir()) / CHECK_DIR / GENERATED_CSV, CSV_COLUMNS)
         upload_job_files(self.callbacks, {job_paths(self.job_context).inside(GENERATED_CSV): local},
                          "StableTTS: generated takes checked by listening")

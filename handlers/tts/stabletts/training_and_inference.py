@@ -11,6 +11,7 @@ from pathlib import Path
 
 from handler_api import JobInterrupted
 from handlers.common import completed, failure, load_notebooks
+from handlers.common.cells import replaces_recorded
 from tts.job_settings import SynthesisSettings
 
 from .job_inputs import USER_ERRORS, checkpoint_sidecar, voice_reference
@@ -27,6 +28,7 @@ def run(job_context, callbacks) -> dict:
     try:
         settings = SynthesisSettings.from_job(job_context)  # checked before hours of training, not after
         listen = ListenCheck(callbacks, job_context)
+        replaces_recorded(job_context)  # read again by the cell selection, after training: checked before it
         trained = train_voice(callbacks, job_context, notebooks)
         checkpoint = trained.result.checkpoint
         voice = load_job_voice(callbacks, checkpoint, trained.language)

@@ -1,8 +1,8 @@
 """The training step of the StableTTS training modes: recorded verses in, ``checkpoint/best_model.pt`` out.
 
 The project's recorded verses with text (the job's ``training`` filter) are fetched, handed to ``tts.train``
-as plain ``Utterance`` records, and followed through hooks that write ``checkpoint/training_metrics.csv``,
-send a heartbeat per epoch ("epoch 12/100 · val loss 1.23 · ETA 41 min") and keep the resumable state in
+as plain ``Utterance`` records (it writes ``checkpoint/training_metrics.csv``), and followed through hooks
+that send a heartbeat per epoch ("epoch 12/100 · val loss 1.23 · ETA 41 min") and keep the resumable state in
 ``callbacks.get_resume_dir()``. When the worker stops the job (``JobInterrupted``) the state of the last
 finished epoch is uploaded at once, so the next worker continues at the next epoch. The best model is
 uploaded as ``checkpoint/best_model.pt`` (a plain state_dict) with its ``best_model.json`` sidecar (model
@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from handler_api import JobInterrupted
-from handlers.common import (TTS_METRICS_COLUMNS, CollectedAudio, MetricsLog, collect_training_pairs, job_paths,
-                             upload_job_files)
+from handlers.common import CollectedAudio, collect_training_pairs, job_paths, upload_job_files
 from handlers.common.reports import PROGRESS_SECONDS
+from job_settings import BASE_CHECKPOINT, FROM_SCRATCH
 from StableTTS import sidecar_path
 from StableTTS.text import describe_counts, frontend_from_dict
 from tts import STATE_FILE, PretrainedUnavailable, TrainHooks, TrainResult, Utterance, pretrained_weights, train
-from tts.job_settings import FROM_SCRATCH, training_config
+from tts.job_settings import training_config
 from training_metrics import METRICS_FILE
 
-from .job_inputs import BASE_CHECKPOINT, checkpoint_sidecar, fetch_base_checkpoint, project_language_tag
+from .job_inputs import checkpoint_sidecar, fetch_base_checkpoint, project_language_tag
 from .synthesis import Unspeakable
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ class TrainedVoice:
 
 class _Heartbeat:
     """Heartbeats at most every few seconds (always at an epoch's end, carrying the metrics CSV so the
-    plugin's chart counts the same epochs as ``epochs_completed``), metrics rows, resumable state."""
+    plugin's chart counts the same epochs as ``epochs_completed``), resumable state."""
 
-    def __init__(self, callbacks, metrics: MetricsLog, metrics_path: str):
+    def __init__(self, callbacks, metrics: Path, metrics_path: str):
         self.callbacks = callbacks
-        self.metrics = metrics
+        self.metrics = metrics  # tts.train's file, already holding the epoch when epoch_end runs
         self.metrics_path = metrics_path
         self.last = 0.0
 
@@ -58,9 +58,8 @@ class _Heartbeat:
             self.last = time.monotonic()
 
     def epoch_end(self, report) -> None:
-        self.metrics.follow(report.history)
         self.callbacks.heartbeat(epochs_completed=report.epoch, message=report.status(),
-                                 files={self.metrics_path: self.metrics.path})
+                                 files={self.metrics_path: self.metrics})
         self.last = time.monotonic()
         self.callbacks.save_resume_state()  # throttled by the worker
 
@@ -81,7 +80,7 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
     # codex's training pairs leave out generated takes and machine-written text: never our own output.
     collected = collect_training_pairs(callbacks, notebooks, work, max_seconds=config.max_clip_seconds)
     utterances = [Utterance(item.cell.cell_id, item.text, item.audio_path, item.source_path) for item in collected]
-    metrics = MetricsLog(work / "checkpoint" / METRICS_FILE, TTS_METRICS_COLUMNS)
+    metrics = work / "checkpoint" / METRICS_FILE  # written by tts.train
     beat = _Heartbeat(callbacks, metrics, paths.metrics)
     try:
         result = train(utterances, config, work / "checkpoint", cache_dir=work / "tts_cache",
@@ -91,11 +90,10 @@ def train_voice(callbacks, job_context: dict, notebooks) -> TrainedVoice:
         # The folder holds the last finished epoch: make it survive this worker, then stop.
         callbacks.save_resume_state(force=True)
         raise
-    metrics.follow(result.history)
     sidecar = sidecar_path(result.checkpoint)
     upload_job_files(callbacks, {paths.checkpoint: result.checkpoint,
                                  str(Path(paths.checkpoint).with_suffix(".json").as_posix()): sidecar,
-                                 paths.metrics: metrics.path}, "StableTTS: best model and training metrics")
+                                 paths.metrics: metrics}, "StableTTS: best model and training metrics")
     skipped = Counter(collected.skipped.counts()) + Counter(result.skipped.counts())
     summary = {
         "checkpoint_path": paths.checkpoint, "best_epoch": result.best_epoch,
