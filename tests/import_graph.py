@@ -10,6 +10,7 @@ runs as one the day the call moves to import time). ``if TYPE_CHECKING:`` import
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +40,16 @@ def project_modules(root: Path = ROOT) -> dict[str, Path]:
     return modules
 
 
-def string_constants(path: Path) -> list[str]:
-    """The string literals of a module, docstrings left out (to find where a value is written)."""
+@functools.lru_cache(maxsize=None)
+def string_constants(path: Path) -> tuple[str, ...]:
+    """The string literals of a module, docstrings left out (to find where a value is written); parsed once
+    per test run, since several checks ask every module about many values."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                   if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                   and node.body and isinstance(node.body[0], ast.Expr)}
-    return [node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    return tuple(node.value for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings)
 
 
 def entry_scripts(root: Path = ROOT) -> dict[str, Path]:
