@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from codex.layout import FILES_DIR, POINTERS_DIR
+from codex.layout import POINTERS_DIR, attachment_twin
 from git_lfs import GITATTRIBUTES, LFS_MIN_BYTES, tracking_actions
 from storage import (
     FileAction,
@@ -111,9 +111,7 @@ class LocalProjectStore(ProjectStore):
         """An attachment under ``pointers/`` is written to its ``files/`` twin too: git holds the first, the
         editor plays the second, which in a checkout is git-ignored (docs/codex_format.md)."""
         path = confine_path(path)
-        if path.startswith(POINTERS_DIR + "/"):
-            return [path, FILES_DIR + path[len(POINTERS_DIR):]]
-        return [path]
+        return [path, attachment_twin(path)] if path.startswith(POINTERS_DIR + "/") else [path]
 
     # -- reads ---------------------------------------------------------------------------------------
     def read(self, path: str) -> FileVersion | None:

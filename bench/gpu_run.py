@@ -52,7 +52,7 @@ from asr.decode import Transcriber  # noqa: E402
 from asr.vocab import build_vocabulary, load_feature_extractor  # noqa: E402
 from StableTTS import Vocos, mel_spectrogram  # noqa: E402
 from StableTTS.mel import MEL  # noqa: E402
-from StableTTS.synthesis import bf16_supported  # noqa: E402
+from StableTTS.synthesis import SAMPLING, bf16_supported  # noqa: E402
 from StableTTS.text import RomanizedFrontend  # noqa: E402
 from tts.alignment import cpu_alignment  # noqa: E402
 
@@ -350,12 +350,13 @@ def tts_setup(ctx) -> SimpleNamespace:
         vocoder = Vocos(**sizes.vocos).to(device).eval()
         precision = "bf16" if bf16_supported(device) else "fp32"
         ctx.tts = SimpleNamespace(encoded=encoded, model=model, ref=ref, vocoder=vocoder, precision=precision,
-                                  best_batch=max(sizes.batch_sizes), eager_mels={}, steps=10, solver="euler")
+                                  best_batch=max(sizes.batch_sizes), eager_mels={}, steps=SAMPLING.steps,
+                                  solver=SAMPLING.solver)
     return ctx.tts
 
 
 def synthesis_args(ctx, batch_size: int) -> SimpleNamespace:
-    return SimpleNamespace(batch_size=batch_size, cfg_scale=3.0, seed=ctx.seed)
+    return SimpleNamespace(batch_size=batch_size, cfg_scale=SAMPLING.cfg_scale, seed=ctx.seed)
 
 
 def audio_seconds(mels: dict) -> float:

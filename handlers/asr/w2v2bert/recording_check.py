@@ -144,8 +144,7 @@ def _link_from_job_folder(row: CheckedRecording) -> str | None:
     """The take's ``files/`` path (where an editor's checkout keeps the bytes), relative to the job folder."""
     if not row.audio_path:
         return None
-    pointers = f"{codex.ATTACHMENTS_DIR}/pointers/"
     path = row.audio_path
-    if path.startswith(pointers):
-        path = f"{codex.ATTACHMENTS_DIR}/files/" + path[len(pointers):]
+    if path.startswith(codex.POINTERS_DIR + "/"):
+        path = codex.attachment_twin(path)
     return "../../" + urllib.parse.quote(path)
