@@ -23,6 +23,9 @@ FROM_SCRATCH = "model.from_scratch"
 LANGUAGE = "model.language"
 PRESET = "model.preset"
 VOICE_REFERENCE = "voice_reference"  # TTS only, but confined and rewritten by jobs.py
+FILTER_SECTIONS = ("training", "inference")  # each may hold the two verse lists below
+INCLUDE_VERSES = "include_verses"
+EXCLUDE_VERSES = "exclude_verses"
 
 
 class JobInputError(ValueError):

@@ -26,7 +26,8 @@ import yaml
 from bounded_yaml import YamlRefused, describe_value
 from bounded_yaml import load as load_yaml
 from codex.layout import attachment_project_path
-from job_settings import BASE_CHECKPOINT, VOICE_REFERENCE, lookup
+from job_settings import (BASE_CHECKPOINT, EXCLUDE_VERSES, FILTER_SECTIONS, INCLUDE_VERSES, VOICE_REFERENCE,
+                          lookup)
 from storage import (
     FileAction,
     FileAlreadyExists,
@@ -333,13 +334,13 @@ def _parse_job(raw: Any, index: int, source: str) -> JobSpec:
             raise fail(name, str(exc)) from None
         if name == VOICE_REFERENCE and resolved != value:
             raw = {**raw, VOICE_REFERENCE: resolved}  # handlers get the project path
-    for section in ("training", "inference"):
+    for section in FILTER_SECTIONS:
         block = raw.get(section)
         if block is None:
             continue
         if not isinstance(block, dict):
             raise fail(section, f"must be a mapping, not {describe_value(block)}")
-        for key in ("include_verses", "exclude_verses"):
+        for key in (INCLUDE_VERSES, EXCLUDE_VERSES):
             verses = block.get(key)
             if verses is not None and (not isinstance(verses, list) or not all(isinstance(v, str) for v in verses)):
                 raise fail(f"{section}.{key}", "must be a list of cell ids or references")

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from job_settings import EXCLUDE_VERSES, INCLUDE_VERSES
+
 from .cells import _norm_reference, cell_id, cell_reference, hash_cell_id
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class VerseFilter:
     def from_section(cls, section: Mapping | None) -> "VerseFilter":
         """From a manifest section such as ``training: {include_verses: [...]}``."""
         section = section or {}
-        return cls.from_lists(section.get("include_verses"), section.get("exclude_verses"))
+        return cls.from_lists(section.get(INCLUDE_VERSES), section.get(EXCLUDE_VERSES))
 
     def is_listed(self, cell: Mapping) -> bool:
         """Named explicitly in the include list."""

@@ -13,7 +13,8 @@ from test_handler_common import inline_callbacks
 HOMES = {
     job_settings.BASE_CHECKPOINT: "job_settings", job_settings.FROM_SCRATCH: "job_settings",
     job_settings.LANGUAGE: "job_settings", job_settings.PRESET: "job_settings",
-    job_settings.VOICE_REFERENCE: "job_settings",
+    job_settings.VOICE_REFERENCE: "job_settings", job_settings.INCLUDE_VERSES: "job_settings",
+    job_settings.EXCLUDE_VERSES: "job_settings",
     "model.base_model": "asr.job_settings", "model.frontend": "tts.job_settings",
     "inference.replace_recorded": "handlers.common.cells",
 }

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import codex
 from codex import CellRef, Notebook, NotebookError, VerseFilter
-from job_settings import JobSettings, lookup
+from job_settings import EXCLUDE_VERSES, FILTER_SECTIONS, INCLUDE_VERSES, JobSettings, lookup
 from skips import SkipReport
 from storage import UnsafePath
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover - only for type checkers
 
 logger = logging.getLogger(__name__)
 
-FILTER_SECTIONS = ("training", "inference")
 REPLACE_RECORDED = "inference.replace_recorded"
 
 
@@ -88,8 +87,8 @@ def job_filter(callbacks: "JobCallbacks", section: str) -> VerseFilter:
     if not isinstance(value, dict):
         logger.warning("Ignoring the job's %s section: expected a mapping, got %s", section, type(value).__name__)
         return VerseFilter()
-    return VerseFilter.from_lists(_as_list(value.get("include_verses"), f"{section}.include_verses"),
-                                  _as_list(value.get("exclude_verses"), f"{section}.exclude_verses"))
+    return VerseFilter.from_lists(_as_list(value.get(INCLUDE_VERSES), f"{section}.{INCLUDE_VERSES}"),
+                                  _as_list(value.get(EXCLUDE_VERSES), f"{section}.{EXCLUDE_VERSES}"))
 
 
 def replaces_recorded(job: Mapping[str, Any]) -> bool:
