@@ -80,9 +80,11 @@ class MetricsLog:
         last = int(history[-1]["epoch"])
         if self.last_epoch == last:
             return
-        rows = history[-1:] if self.last_epoch == last - 1 else history
-        if rows is history:
+        if self.last_epoch == last - 1:
+            rows = history[-1:]
+        else:
             self.resume(1)
+            rows = history
         for row in rows:
             self.append(int(row["epoch"]), **{k: v for k, v in row.items() if k != "epoch"})
 

@@ -46,7 +46,6 @@ from asr.training import (
     fit_post_corrector,
     index_tables,
     jsonable,
-    read_metrics,
     run_vocabulary,
     score_clips,
     training_arguments,
@@ -167,7 +166,7 @@ def train_asr(
         logger.info("Resuming from %s", resume_from)
     trainer.train(resume_from_checkpoint=resume_from)
     epochs_completed = int(math.floor((trainer.state.epoch or 0) + 1e-6))
-    train_metrics = read_metrics(layout.metrics_csv)
+    train_metrics = MetricsLog(layout.metrics_csv, ASR_METRICS_COLUMNS).numbers()
     if callback.stop_requested:
         logger.info("Training stopped on request after %d epoch(s); nothing exported", epochs_completed)
         return AsrTrainResult(

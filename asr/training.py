@@ -24,7 +24,7 @@ from asr.decode import Transcriber
 from asr.model import supports_bf16
 from asr.postcorrect import learn_post_corrector, validate_post_corrector
 from asr.vocab import VocabularyReport, build_vocabulary, load_vocabulary
-from training_metrics import ASR_METRICS_COLUMNS, METRICS_FILE, MetricsLog
+from training_metrics import METRICS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -197,11 +197,6 @@ def score_clips(transcriber: Transcriber, clips: list[PreparedClip], config: Asr
     results = {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps)), "n": len(scored)}
     logger.info("Test (%d clips): WER %.4f, CER %.4f", results["n"], results["wer"], results["cer"])
     return results
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The metrics file as a list of dicts with numbers (None for empty cells)."""
-    return MetricsLog(path, ASR_METRICS_COLUMNS).numbers()
 
 
 def finite_or_none(value: float | None) -> float | None:
